@@ -1,0 +1,20 @@
+"""One exception hierarchy, so the CLI can tell a user's mistake (exit 2, one readable line) from a bug
+(a traceback)."""
+
+from __future__ import annotations
+
+
+class EvomergeError(Exception):
+    """Anything the user can fix: a bad config, an incompatible model, a failed evaluation."""
+
+
+class RecipeError(EvomergeError):
+    """A merge recipe or search config that is malformed or out of range; the message names file and key."""
+
+
+class ModelMismatchError(EvomergeError):
+    """Parent models that cannot be merged together: missing tensors, shapes, architectures, bad files."""
+
+
+class EvaluationError(EvomergeError):
+    """A candidate could not be scored (lm-eval failure, non-finite logits, missing task)."""

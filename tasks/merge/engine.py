@@ -1,0 +1,92 @@
+"""Running a plan: read the inputs of one tensor job, apply the method, hand the result on.
+
+The engine is method-agnostic and produces tensors one at a time, so the same stream feeds the disk
+writer (`evomerge merge`) and the in-memory path of the search (parameters copied into a live model).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+
+import torch
+
+from tasks.errors import ModelMismatchError
+from tasks.merge.plan import MergePlan, TensorInput, TensorJob
+
+
+def _load(plan: MergePlan, item: TensorInput, device: str) -> torch.Tensor:
+    tensor = plan.sources[item.model].get(item.tensor).to(device)
+    if plan.compute_dtype is not None and tensor.is_floating_point():
+        tensor = tensor.to(plan.compute_dtype)
+    return tensor
+
+
+def merge_job(plan: MergePlan, job: TensorJob, device: str = "cpu") -> torch.Tensor:
+    """The merged value of one output tensor, on the CPU, in the output dtype."""
+    base = _load(plan, job.base, device) if job.base else None
+    models = [_load(plan, item, device) for item in job.models]
+    inputs = ([base] if base is not None else []) + models
+    common = inputs[0].dtype
+    for tensor in inputs[1:]:
+        common = torch.promote_types(common, tensor.dtype)
+    if base is not None:
+        base = base.to(common)
+    models = [tensor.to(common) for tensor in models]
+    per_model = {name: list(values) for name, values in job.per_model.items()}
+    with torch.no_grad():
+        result = plan.method.function(base, models, **per_model, **job.shared)
+    if plan.out_dtype is not None:
+        result = result.to(plan.out_dtype)
+    return result.to("cpu").contiguous()
+
+
+def iter_merged_tensors(plan: MergePlan, device: str = "cpu") -> Iterator[tuple[str, torch.Tensor]]:
+    for job in plan.jobs:
+        yield job.output_name, merge_job(plan, job, device)
+
+
+def tensor_sha256(name: str, tensor: torch.Tensor) -> str:
+    tensor = tensor.detach().to("cpu").contiguous()
+    digest = hashlib.sha256(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+    if tensor.numel():
+        digest.update(tensor.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def combine_tensor_hashes(hashes: dict[str, str]) -> str:
+    """Identity of a set of weights from per-tensor hashes, in name order, so it can be computed while
+    streaming. Two models with the same value hold bit-identical tensors, from memory or from disk."""
+    digest = hashlib.sha256()
+    for name in sorted(hashes):
+        digest.update(f"{name}={hashes[name]}\n".encode())
+    return digest.hexdigest()
+
+
+def tensors_sha256(named_tensors: Iterable[tuple[str, torch.Tensor]]) -> str:
+    return combine_tensor_hashes({name: tensor_sha256(name, tensor) for name, tensor in named_tensors})
+
+
+def load_into_model(plan: MergePlan, model: torch.nn.Module, device: str = "cpu") -> str:
+    """Overwrite `model`'s parameters in place with the merge result; no model is built, nothing is written.
+    Returns the merged tensors' sha256. Every merged tensor must exist in the model and every model
+    parameter must be written, or the model would silently keep stale weights."""
+    state = model.state_dict(keep_vars=True)
+    hashes: dict[str, str] = {}
+    written: set[int] = set()
+    with torch.no_grad():
+        for name, tensor in iter_merged_tensors(plan, device):
+            target = state.get(name)
+            if target is None:
+                raise ModelMismatchError(f"merged tensor {name} has no parameter in the target model")
+            if tuple(target.shape) != tuple(tensor.shape):
+                raise ModelMismatchError(
+                    f"merged tensor {name} has shape {list(tensor.shape)}, the model expects {list(target.shape)}"
+                )
+            target.data.copy_(tensor)
+            written.add(target.data_ptr())
+            hashes[name] = tensor_sha256(name, tensor)
+    stale = [name for name, value in state.items() if value.data_ptr() not in written]
+    if stale:
+        raise ModelMismatchError(f"merge did not produce {len(stale)} model tensor(s), e.g. {stale[0]}")
+    return combine_tensor_hashes(hashes)

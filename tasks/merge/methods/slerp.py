@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from tasks.merge.registry import ParameterSpec, merge_method
+
+DOT_THRESHOLD = 0.9995
+EPS = 1e-8
+
+
+def slerp_tensors(t: float, start: Tensor, end: Tensor) -> Tensor:
+    """Spherical interpolation treating each whole tensor as one vector; nearly parallel tensors fall back
+    to linear interpolation, where the spherical formula is numerically unstable."""
+    dtype = torch.float64 if start.dtype == torch.float64 else torch.float32
+    a = start.to(dtype)
+    b = end.to(dtype)
+    norm_a = torch.linalg.vector_norm(a)
+    norm_b = torch.linalg.vector_norm(b)
+    norm_a = torch.where(norm_a > EPS, norm_a, torch.ones_like(norm_a))
+    norm_b = torch.where(norm_b > EPS, norm_b, torch.ones_like(norm_b))
+    dot = ((a / norm_a) * (b / norm_b)).sum().clamp(-1, 1)
+    if dot.abs() > DOT_THRESHOLD:
+        coefficient_a = torch.tensor(1 - t, dtype=dtype)
+        coefficient_b = torch.tensor(t, dtype=dtype)
+    else:
+        theta = torch.acos(dot)
+        coefficient_a = torch.sin((1 - t) * theta) / torch.sin(theta)
+        coefficient_b = torch.sin(t * theta) / torch.sin(theta)
+    return (coefficient_a * a + coefficient_b * b).to(start.dtype)
+
+
+@merge_method(
+    "slerp",
+    needs_base=True,
+    exact_models=1,
+    parameters=(ParameterSpec("t", "global", low=0.0, high=1.0),),
+)
+def slerp(base: Tensor, models: list[Tensor], t: float) -> Tensor:
+    """Spherical linear interpolation from the base (t = 0) to the other model (t = 1) (Shoemake 1985;
+    as popularised for model merging by mergekit)."""
+    return slerp_tensors(t, base, models[0])

@@ -1,0 +1,263 @@
+"""From a recipe and its parent models to a list of tensor jobs, checked before anything is computed.
+
+Planning is where every mistake is caught: unknown parameters, values out of range, parents that lack a
+tensor or disagree on a shape, layer ranges past the end of a model. Each error names the model, tensor
+or recipe key. A plan holds no tensor data, so it is cheap and can be printed (`merge --plan`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from tasks.errors import ModelMismatchError, RecipeError
+from tasks.merge.architecture import architecture_of, is_post_layer, layer_count, parse_layer_name
+from tasks.merge.parameters import Value, gradient_values, resolve
+from tasks.merge.recipe import InputSlice, OutputSlice, Parameters, Recipe
+from tasks.merge.registry import MergeMethod, get_method
+from tasks.merge.tensor_io import ModelSource
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class TensorInput:
+    model: str
+    tensor: str
+
+
+@dataclass(frozen=True)
+class TensorJob:
+    """One output tensor: which input tensors feed it, and the method parameters evaluated for it."""
+
+    output_name: str
+    base: TensorInput | None
+    models: tuple[TensorInput, ...]
+    per_model: Mapping[str, tuple[Value, ...]]
+    shared: Mapping[str, Value]
+    shape: tuple[int, ...]
+
+
+@dataclass
+class MergePlan:
+    recipe: Recipe
+    method: MergeMethod
+    sources: dict[str, ModelSource]
+    jobs: list[TensorJob]
+    reference_model: str
+    output_layers: int
+    compute_dtype: torch.dtype | None
+    out_dtype: torch.dtype | None
+    notes: list[str] = field(default_factory=list)
+
+    def output_config(self) -> dict[str, Any]:
+        """The reference model's config.json with the layer count and dtype of the merged model."""
+        config = dict(self.sources[self.reference_model].config)
+        for key in ("num_hidden_layers", "n_layer", "num_layers"):
+            if isinstance(config.get(key), int):
+                config[key] = self.output_layers
+                break
+        dtype_name = self.recipe.out_dtype or self.recipe.dtype
+        if dtype_name:
+            config["torch_dtype"] = dtype_name
+            if "dtype" in config:
+                config["dtype"] = dtype_name
+        return config
+
+    def bytes_to_read(self) -> int:
+        total = 0
+        for job in self.jobs:
+            for item in ([job.base] if job.base else []) + list(job.models):
+                info = self.sources[item.model].tensors[item.tensor]
+                total += _numel(info.shape) * info.dtype.itemsize
+        return total
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    count = 1
+    for size in shape:
+        count *= size
+    return count
+
+
+def _slices_of(recipe: Recipe, layers: dict[str, int]) -> list[OutputSlice]:
+    """The `models:` form is one slice spanning every layer of every model (as mergekit normalises it)."""
+    if recipe.slices is not None:
+        return recipe.slices
+    assert recipe.models is not None
+    counts = {entry.model: layers[entry.model] for entry in recipe.models}
+    if recipe.base_model:
+        counts[recipe.base_model] = layers[recipe.base_model]
+    if len(set(counts.values())) > 1:
+        detail = ", ".join(f"{name}: {count}" for name, count in counts.items())
+        raise ModelMismatchError(f"models have different layer counts ({detail}); use `slices` to align them")
+    count = next(iter(counts.values()))
+    sources = [InputSlice(model=e.model, layer_range=(0, count), parameters=e.parameters) for e in recipe.models]
+    return [OutputSlice(sources=sources)]
+
+
+class Planner:
+    """Builds a `MergePlan`; one instance per plan, holding the recipe, method and opened sources."""
+
+    def __init__(self, recipe: Recipe, paths: Mapping[str, Any], source_name: str = "recipe") -> None:
+        self.recipe = recipe
+        self.where = source_name
+        try:
+            self.method = get_method(recipe.merge_method)
+        except KeyError as error:
+            raise RecipeError(f"{source_name}: merge_method: {error.args[0]}") from None
+        missing = [name for name in recipe.model_names() if name not in paths]
+        if missing:
+            raise RecipeError(f"{source_name}: no local path for model(s) {', '.join(missing)}")
+        self.sources = {name: ModelSource(name, paths[name]) for name in recipe.model_names()}
+
+    # -- checks on the recipe alone -------------------------------------------------------------
+    def _check_parameter_names_and_ranges(self) -> None:
+        scopes: list[tuple[str, Parameters | None]] = [("parameters", self.recipe.parameters)]
+        for index, entry in enumerate(self.recipe.models or []):
+            scopes.append((f"models.{index}.parameters", entry.parameters))
+        for index, out_slice in enumerate(self.recipe.slices or []):
+            scopes.append((f"slices.{index}.parameters", out_slice.parameters))
+            for j, source in enumerate(out_slice.sources):
+                scopes.append((f"slices.{index}.sources.{j}.parameters", source.parameters))
+        known = ", ".join(p.name for p in self.method.parameters) or "none"
+        for key, params in scopes:
+            for name, setting in (params or {}).items():
+                spec = self.method.parameter(name)
+                if spec is None:
+                    raise RecipeError(
+                        f"{self.where}: {key}.{name}: unknown parameter for {self.method.name} (known: {known})"
+                    )
+                for value in gradient_values(setting):
+                    problem = spec.check(value)
+                    if problem:
+                        raise RecipeError(f"{self.where}: {key}.{name}: {problem}")
+
+    def _check_base(self) -> None:
+        if self.method.needs_base and not self.recipe.base_model and not any(
+            s.base_model for s in self.recipe.slices or []
+        ):
+            raise RecipeError(f"{self.where}: base_model: required by merge_method {self.method.name}")
+
+    def _check_architectures(self) -> None:
+        families = {name: architecture_of(source.config) for name, source in self.sources.items()}
+        if len(set(families.values())) > 1:
+            detail = ", ".join(f"{name}: {arch}" for name, arch in families.items())
+            raise ModelMismatchError(f"parent models have different architectures ({detail})")
+
+    # -- planning -------------------------------------------------------------------------------
+    def plan(self) -> MergePlan:
+        self._check_base()
+        self._check_parameter_names_and_ranges()
+        self._check_architectures()
+        layers = {
+            name: layer_count(source.config, list(source.tensors), name) for name, source in self.sources.items()
+        }
+        slices = _slices_of(self.recipe, layers)
+        for index, out_slice in enumerate(slices):
+            for j, source in enumerate(out_slice.sources):
+                if source.layer_range[1] > layers[source.model]:
+                    raise RecipeError(
+                        f"{self.where}: slices.{index}.sources.{j}.layer_range: {list(source.layer_range)} is out "
+                        f"of bounds for {source.model}, which has {layers[source.model]} layers"
+                    )
+        reference = self.recipe.base_model or slices[0].sources[0].model
+        reference_names = list(self.sources[reference].tensors)
+        layer_suffixes: list[tuple[str, str]] = []
+        for name in reference_names:
+            parsed = parse_layer_name(name)
+            if parsed is not None and parsed.index == 0:
+                layer_suffixes.append((parsed.prefix, parsed.suffix))
+        non_layer = [name for name in reference_names if parse_layer_name(name) is None]
+        pre = [name for name in non_layer if not is_post_layer(name)]
+        post = [name for name in non_layer if is_post_layer(name)]
+
+        jobs = [self._job(name, {s.model: name for s in slices[0].sources}, slices[0], 0.0) for name in pre]
+        output_layer = 0
+        for out_slice in slices:
+            span = out_slice.sources[0].layer_range[1] - out_slice.sources[0].layer_range[0]
+            for offset in range(span):
+                t = offset / (span - 1) if span > 1 else 1.0
+                for prefix, suffix in layer_suffixes:
+                    inputs = {
+                        s.model: f"{prefix}.{s.layer_range[0] + offset}.{suffix}" for s in out_slice.sources
+                    }
+                    jobs.append(self._job(f"{prefix}.{output_layer}.{suffix}", inputs, out_slice, t))
+                output_layer += 1
+        jobs += [self._job(name, {s.model: name for s in slices[-1].sources}, slices[-1], 0.0) for name in post]
+        return MergePlan(
+            recipe=self.recipe, method=self.method, sources=self.sources, jobs=jobs, reference_model=reference,
+            output_layers=output_layer, compute_dtype=DTYPES.get(self.recipe.dtype or ""),
+            out_dtype=DTYPES.get(self.recipe.out_dtype or ""),
+        )
+
+    def _shape(self, model: str, tensor: str) -> tuple[int, ...]:
+        info = self.sources[model].tensors.get(tensor)
+        if info is None:
+            raise ModelMismatchError(f"model {model!r} lacks tensor {tensor}")
+        return info.shape
+
+    def _job(self, output_name: str, inputs: dict[str, str], out_slice: OutputSlice, t: float) -> TensorJob:
+        base_name = out_slice.base_model or self.recipe.base_model
+        base: TensorInput | None = None
+        if self.method.needs_base:
+            assert base_name is not None
+            base = TensorInput(base_name, inputs.get(base_name, output_name))
+            models = [TensorInput(m, name) for m, name in inputs.items() if m != base_name]
+        else:
+            models = [TensorInput(m, name) for m, name in inputs.items()]
+        if self.method.exact_models is not None and len(models) != self.method.exact_models:
+            raise RecipeError(
+                f"{self.where}: models: {self.method.name} merges exactly {self.method.exact_models} model(s) "
+                f"besides the base, got {len(models)}"
+            )
+        if not models and base is None:
+            raise RecipeError(f"{self.where}: models: nothing to merge for {output_name}")
+        shapes = {item.model: self._shape(item.model, item.tensor) for item in ([base] if base else []) + models}
+        if len(set(shapes.values())) > 1:
+            detail = ", ".join(f"{model}: {list(shape)}" for model, shape in shapes.items())
+            raise ModelMismatchError(f"shape mismatch for {output_name} ({detail})")
+        sources_by_model = {s.model: s for s in out_slice.sources}
+        per_model: dict[str, tuple[Value, ...]] = {}
+        for spec in self.method.scoped("per_model"):
+            values: list[Value] = []
+            for item in models:
+                source = sources_by_model.get(item.model)
+                scopes = [source.parameters if source else None, out_slice.parameters, self.recipe.parameters]
+                value = resolve(spec.name, scopes, item.tensor, t)
+                if value is None:
+                    value = spec.default
+                if value is None:
+                    raise RecipeError(
+                        f"{self.where}: {_model_key(self.recipe, item.model)}.parameters.{spec.name}: required by "
+                        f"{self.method.name} (missing for {item.tensor})"
+                    )
+                values.append(value)
+            per_model[spec.name] = tuple(values)
+        shared: dict[str, Value] = {}
+        for spec in self.method.scoped("global"):
+            value = resolve(spec.name, [out_slice.parameters, self.recipe.parameters], output_name, t)
+            if value is None:
+                value = spec.default
+            if value is None:
+                raise RecipeError(f"{self.where}: parameters.{spec.name}: required by {self.method.name}")
+            shared[spec.name] = value
+        return TensorJob(output_name, base, tuple(models), per_model, shared, next(iter(shapes.values())))
+
+
+def _model_key(recipe: Recipe, model: str) -> str:
+    for index, entry in enumerate(recipe.models or []):
+        if entry.model == model:
+            return f"models.{index}"
+    for index, out_slice in enumerate(recipe.slices or []):
+        for j, source in enumerate(out_slice.sources):
+            if source.model == model:
+                return f"slices.{index}.sources.{j}"
+    return f"model {model}"
+
+
+def plan_merge(recipe: Recipe, paths: Mapping[str, Any], source_name: str = "recipe") -> MergePlan:
+    return Planner(recipe, paths, source_name).plan()

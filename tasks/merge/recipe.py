@@ -1,0 +1,188 @@
+"""The merge recipe: mergekit's YAML schema, so a user's existing mergekit recipe runs unchanged.
+
+Validation is strict (unknown keys are errors) because a silently ignored typo in a merge recipe produces
+a plausible-looking but wrong model. Every error names the file and the dotted key path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tasks.errors import RecipeError
+
+Scalar = Union[float, int, bool, str]
+
+
+class ConditionalParameter(BaseModel):
+    """`- filter: self_attn` / `value: 0.5`: a value that applies to tensors whose name contains `filter`."""
+
+    model_config = ConfigDict(extra="forbid")
+    value: Union[Scalar, list[float], list[Scalar]]
+    filter: str | None = None
+
+
+ParameterSetting = Union[Scalar, list[float], list[ConditionalParameter], list[Scalar]]
+Parameters = dict[str, ParameterSetting]
+
+DTYPE_NAMES = ("float32", "float16", "bfloat16")
+
+
+class InputModel(BaseModel):
+    """An entry of `models:`: a parent model and its per-model parameters (weight, density, ...)."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str
+    parameters: Parameters | None = None
+
+
+class InputSlice(BaseModel):
+    """A source of a slice: layers `[start, end)` of one model (mergekit's half-open `layer_range`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str
+    layer_range: tuple[int, int]
+    parameters: Parameters | None = None
+
+    @field_validator("layer_range")
+    @classmethod
+    def _ordered(cls, value: tuple[int, int]) -> tuple[int, int]:
+        start, end = value
+        if start < 0 or end <= start:
+            raise ValueError(f"layer_range must be [start, end) with 0 <= start < end, got [{start}, {end}]")
+        return value
+
+
+class OutputSlice(BaseModel):
+    """One block of output layers, merged from sources that each contribute the same number of layers."""
+
+    model_config = ConfigDict(extra="forbid")
+    sources: list[InputSlice] = Field(min_length=1)
+    base_model: str | None = None
+    residual_weight: float | None = None
+    parameters: Parameters | None = None
+
+    @model_validator(mode="after")
+    def _same_length(self) -> OutputSlice:
+        lengths = {s.layer_range[1] - s.layer_range[0] for s in self.sources}
+        if len(lengths) > 1:
+            ranges = ", ".join(f"{s.model}{list(s.layer_range)}" for s in self.sources)
+            raise ValueError(f"all sources of a slice must span the same number of layers, got {ranges}")
+        return self
+
+
+class TokenizerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    source: str = "base"
+    tokens: dict[str, Any] | None = None
+    pad_to_multiple_of: int | None = None
+
+
+class Recipe(BaseModel):
+    """A mergekit `MergeConfiguration`. Either `models` or `slices`, never both."""
+
+    model_config = ConfigDict(extra="forbid")
+    merge_method: str
+    models: list[InputModel] | None = None
+    slices: list[OutputSlice] | None = None
+    base_model: str | None = None
+    parameters: Parameters | None = None
+    dtype: str | None = None
+    out_dtype: str | None = None
+    tokenizer_source: str | None = None
+    tokenizer: TokenizerConfig | None = None
+    chat_template: str | None = None
+    name: str | None = None
+
+    @field_validator("dtype", "out_dtype")
+    @classmethod
+    def _known_dtype(cls, value: str | None) -> str | None:
+        if value is not None and value not in DTYPE_NAMES:
+            raise ValueError(f"unknown dtype {value!r}; expected one of {', '.join(DTYPE_NAMES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _models_or_slices(self) -> Recipe:
+        if (self.models is None) == (self.slices is None):
+            raise ValueError("a recipe needs exactly one of `models` or `slices`")
+        if self.models is not None and not self.models:
+            raise ValueError("`models` is empty")
+        return self
+
+    def model_names(self) -> list[str]:
+        """Every model the recipe reads, base first, without duplicates, in recipe order."""
+        names: list[str] = []
+        candidates = [self.base_model] if self.base_model else []
+        for entry in self.models or []:
+            candidates.append(entry.model)
+        for out_slice in self.slices or []:
+            if out_slice.base_model:
+                candidates.append(out_slice.base_model)
+            candidates.extend(source.model for source in out_slice.sources)
+        for name in candidates:
+            if name is not None and name not in names:
+                names.append(name)
+        return names
+
+    def to_yaml(self) -> str:
+        """Canonical YAML: unset keys dropped, key order fixed, so equal recipes give equal text."""
+        return yaml.safe_dump(self.canonical_dict(), sort_keys=False, default_flow_style=None)
+
+    def canonical_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+    def sha256(self) -> str:
+        """Content hash of the recipe (key order and formatting do not matter)."""
+        text = json.dumps(self.canonical_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _format_location(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc if not _is_union_branch(part)) or "<top level>"
+
+
+def _is_union_branch(part: Any) -> bool:
+    """Pydantic puts the tried union member (`float`, `list[float]`...) in the location; users never wrote it."""
+    text = str(part)
+    return any(text.startswith(t) for t in ("float", "int", "bool", "str", "list[", "tuple[", "function-"))
+
+
+def validation_message(source: str, error: ValidationError) -> str:
+    """One line per problem: `file: key.path: what is wrong`. Union noise is collapsed to one line per key."""
+    lines: dict[str, str] = {}
+    for item in error.errors():
+        key = _format_location(tuple(item["loc"]))
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (not part of the mergekit recipe format)"
+        lines.setdefault(key, message)
+    return "\n".join(f"{source}: {key}: {message}" for key, message in lines.items())
+
+
+def parse_recipe(data: Any, source: str = "<recipe>") -> Recipe:
+    if not isinstance(data, dict):
+        raise RecipeError(f"{source}: a recipe must be a YAML mapping, got {type(data).__name__}")
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as error:
+        raise RecipeError(validation_message(source, error)) from None
+
+
+def load_recipe(path: Path | str) -> Recipe:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise RecipeError(f"{path}: cannot read recipe: {error.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise RecipeError(f"{path}: not valid YAML: {error}") from None
+    return parse_recipe(data, str(path))
+
+

@@ -1,0 +1,97 @@
+"""The registry of merge methods: a dict filled by a decorator, nothing built at run time.
+
+A method is a plain function over tensors. The engine around it (reading, per-layer gradients, dtype,
+writing) knows nothing of any one method; it learns from the registry which parameters a method takes,
+their defaults and ranges, and whether it needs a base model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from torch import Tensor
+
+Scope = Literal["per_model", "global"]
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    """A method parameter. `default=None` means required; `low`/`high` bound it (open or closed)."""
+
+    name: str
+    scope: Scope
+    default: float | bool | None = None
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    kind: type = float
+
+    def check(self, value: Any) -> str | None:
+        """Why `value` is not acceptable, or None when it is."""
+        if self.kind is bool:
+            return None if isinstance(value, bool) else f"expected true or false, got {value!r}"
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"expected a number, got {value!r}"
+        if not math.isfinite(value):
+            return f"must be finite, got {value}"
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return f"{value} is out of range {self.range_text()}"
+        if self.high is not None and value > self.high:
+            return f"{value} is out of range {self.range_text()}"
+        return None
+
+    def range_text(self) -> str:
+        low = "-inf" if self.low is None else f"{self.low:g}"
+        high = "inf" if self.high is None else f"{self.high:g}"
+        return f"{'(' if self.low_open or self.low is None else '['}{low}, {high}{']' if self.high is not None else ')'}"
+
+
+@dataclass(frozen=True)
+class MergeMethod:
+    name: str
+    function: Callable[..., Tensor]
+    needs_base: bool
+    parameters: tuple[ParameterSpec, ...]
+    exact_models: int | None = None
+
+    def parameter(self, name: str) -> ParameterSpec | None:
+        return next((p for p in self.parameters if p.name == name), None)
+
+    def scoped(self, scope: Scope) -> tuple[ParameterSpec, ...]:
+        return tuple(p for p in self.parameters if p.scope == scope)
+
+
+METHODS: dict[str, MergeMethod] = {}
+
+
+def merge_method(
+    name: str,
+    *,
+    needs_base: bool,
+    parameters: tuple[ParameterSpec, ...] = (),
+    exact_models: int | None = None,
+) -> Callable[[Callable[..., Tensor]], Callable[..., Tensor]]:
+    """Register `function` under `name`. The function receives `base` (or None), `models` (the tensors to
+    merge, base excluded when `needs_base`), per-model parameters as lists aligned with `models`, and
+    global parameters as keyword arguments."""
+
+    def register(function: Callable[..., Tensor]) -> Callable[..., Tensor]:
+        if name in METHODS:
+            raise ValueError(f"merge method {name!r} registered twice")
+        METHODS[name] = MergeMethod(name, function, needs_base, parameters, exact_models)
+        return function
+
+    return register
+
+
+def get_method(name: str) -> MergeMethod:
+    from tasks.merge import methods  # noqa: F401  (importing the package registers every method)
+
+    try:
+        return METHODS[name]
+    except KeyError:
+        known = ", ".join(sorted(METHODS))
+        raise KeyError(f"unknown merge_method {name!r}; known methods: {known}") from None

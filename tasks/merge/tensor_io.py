@@ -1,0 +1,135 @@
+"""Lazy, validated access to a model's safetensors files.
+
+Headers are parsed by us before anything is computed, so a truncated or corrupt file is named up front
+instead of failing halfway through a merge. Tensor data is read on demand from memory-mapped files, one
+tensor at a time, so reading a parent never costs a whole model of memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+
+from tasks.errors import ModelMismatchError
+
+INDEX_FILE = "model.safetensors.index.json"
+SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+_MAX_HEADER_BYTES = 100 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    file: Path
+
+
+def read_safetensors_header(path: Path) -> dict[str, Any]:
+    """The JSON header of a safetensors file, checked against the file's real size."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as handle:
+            prefix = handle.read(8)
+            if len(prefix) < 8:
+                raise ModelMismatchError(f"{path}: truncated safetensors file ({size} bytes, no header)")
+            (header_len,) = struct.unpack("<Q", prefix)
+            if header_len > _MAX_HEADER_BYTES or 8 + header_len > size:
+                raise ModelMismatchError(
+                    f"{path}: corrupt or truncated safetensors header "
+                    f"(declares {header_len} header bytes, file has {size})"
+                )
+            header = json.loads(handle.read(header_len))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ModelMismatchError(f"{path}: corrupt safetensors header (not JSON)") from None
+    data_end = max((entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"),
+                   default=0)
+    if 8 + header_len + data_end > size:
+        raise ModelMismatchError(
+            f"{path}: truncated safetensors file: tensors need {8 + header_len + data_end} bytes, "
+            f"file has {size}"
+        )
+    return header
+
+
+def weight_files(model_dir: Path) -> list[Path]:
+    """The safetensors files of a model directory, following the shard index when there is one."""
+    index = model_dir / INDEX_FILE
+    if index.exists():
+        weight_map: dict[str, str] = json.loads(index.read_text())["weight_map"]
+        return [model_dir / name for name in sorted(set(weight_map.values()))]
+    files = sorted(model_dir.glob("*.safetensors"))
+    if files:
+        return files
+    if any(model_dir.glob("*.bin")) or any(model_dir.glob("*.pt")):
+        raise ModelMismatchError(
+            f"{model_dir}: only pickle checkpoints (.bin/.pt) found; evomerge reads safetensors only, "
+            "since unpickling runs arbitrary code"
+        )
+    raise ModelMismatchError(f"{model_dir}: no safetensors weights found")
+
+
+class ModelSource:
+    """One parent model on disk: its config, its tensor table, and lazy tensor reads."""
+
+    def __init__(self, reference: str, path: Path) -> None:
+        self.reference = reference
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise ModelMismatchError(f"model {reference!r}: {self.path} is not a directory")
+        self._handles: dict[Path, Any] = {}
+
+    @cached_property
+    def config(self) -> dict[str, Any]:
+        config_path = self.path / "config.json"
+        if not config_path.exists():
+            raise ModelMismatchError(f"model {self.reference!r}: {config_path} is missing")
+        config: dict[str, Any] = json.loads(config_path.read_text())
+        return config
+
+    @cached_property
+    def tensors(self) -> dict[str, TensorInfo]:
+        table: dict[str, TensorInfo] = {}
+        for file in weight_files(self.path):
+            if not file.exists():
+                raise ModelMismatchError(f"model {self.reference!r}: shard {file.name} is missing")
+            for name, entry in read_safetensors_header(file).items():
+                if name == "__metadata__":
+                    continue
+                dtype = SAFETENSORS_DTYPES.get(entry["dtype"])
+                if dtype is None:
+                    raise ModelMismatchError(f"{file}: tensor {name} has unsupported dtype {entry['dtype']}")
+                table[name] = TensorInfo(name, tuple(entry["shape"]), dtype, file)
+        return table
+
+    def get(self, name: str) -> torch.Tensor:
+        info = self.tensors.get(name)
+        if info is None:
+            raise ModelMismatchError(f"model {self.reference!r} lacks tensor {name}")
+        handle = self._handles.get(info.file)
+        if handle is None:
+            handle = self._handles[info.file] = safe_open(str(info.file), framework="pt")
+        tensor: torch.Tensor = handle.get_tensor(name)
+        return tensor
+
+    def content_sha256(self) -> str:
+        """Hash of the weight files and config: a parent's identity for caches and lineage, not its path."""
+        digest = hashlib.sha256()
+        for file in [self.path / "config.json", *weight_files(self.path)]:
+            digest.update(file.name.encode())
+            with file.open("rb") as handle:
+                while chunk := handle.read(1 << 22):
+                    digest.update(chunk)
+        return digest.hexdigest()
