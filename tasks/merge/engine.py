@@ -67,26 +67,32 @@ def tensors_sha256(named_tensors: Iterable[tuple[str, torch.Tensor]]) -> str:
     return combine_tensor_hashes({name: tensor_sha256(name, tensor) for name, tensor in named_tensors})
 
 
-def load_into_model(plan: MergePlan, model: torch.nn.Module, device: str = "cpu") -> str:
-    """Overwrite `model`'s parameters in place with the merge result; no model is built, nothing is written.
-    Returns the merged tensors' sha256. Every merged tensor must exist in the model and every model
-    parameter must be written, or the model would silently keep stale weights."""
+def write_into_model(named_tensors: Iterable[tuple[str, torch.Tensor]], model: torch.nn.Module) -> str:
+    """Overwrite `model`'s parameters in place; returns the written tensors' sha256. Every tensor must
+    match a model parameter in name, shape and dtype, and every parameter must be written, or the model
+    would silently keep stale or converted weights that differ from what a disk merge gives."""
     state = model.state_dict(keep_vars=True)
     hashes: dict[str, str] = {}
     written: set[int] = set()
     with torch.no_grad():
-        for name, tensor in iter_merged_tensors(plan, device):
+        for name, tensor in named_tensors:
             target = state.get(name)
             if target is None:
                 raise ModelMismatchError(f"merged tensor {name} has no parameter in the target model")
-            if tuple(target.shape) != tuple(tensor.shape):
+            if tuple(target.shape) != tuple(tensor.shape) or target.dtype != tensor.dtype:
                 raise ModelMismatchError(
-                    f"merged tensor {name} has shape {list(tensor.shape)}, the model expects {list(target.shape)}"
+                    f"merged tensor {name} is {tensor.dtype} {list(tensor.shape)}, the model holds "
+                    f"{target.dtype} {list(target.shape)}"
                 )
             target.data.copy_(tensor)
             written.add(target.data_ptr())
             hashes[name] = tensor_sha256(name, tensor)
     stale = [name for name, value in state.items() if value.data_ptr() not in written]
     if stale:
-        raise ModelMismatchError(f"merge did not produce {len(stale)} model tensor(s), e.g. {stale[0]}")
+        raise ModelMismatchError(f"{len(stale)} model tensor(s) were not written, e.g. {stale[0]}")
     return combine_tensor_hashes(hashes)
+
+
+def load_into_model(plan: MergePlan, model: torch.nn.Module, device: str = "cpu") -> str:
+    """The merge result written straight into a live model: no model built, nothing written to disk."""
+    return write_into_model(iter_merged_tensors(plan, device), model)

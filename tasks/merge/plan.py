@@ -102,7 +102,13 @@ def _slices_of(recipe: Recipe, layers: dict[str, int]) -> list[OutputSlice]:
 class Planner:
     """Builds a `MergePlan`; one instance per plan, holding the recipe, method and opened sources."""
 
-    def __init__(self, recipe: Recipe, paths: Mapping[str, Any], source_name: str = "recipe") -> None:
+    def __init__(
+        self,
+        recipe: Recipe,
+        paths: Mapping[str, Any],
+        source_name: str = "recipe",
+        opened: Mapping[str, ModelSource] | None = None,
+    ) -> None:
         self.recipe = recipe
         self.where = source_name
         try:
@@ -112,7 +118,8 @@ class Planner:
         missing = [name for name in recipe.model_names() if name not in paths]
         if missing:
             raise RecipeError(f"{source_name}: no local path for model(s) {', '.join(missing)}")
-        self.sources = {name: ModelSource(name, paths[name]) for name in recipe.model_names()}
+        opened = opened or {}
+        self.sources = {name: opened.get(name) or ModelSource(name, paths[name]) for name in recipe.model_names()}
 
     # -- checks on the recipe alone -------------------------------------------------------------
     def _check_parameter_names_and_ranges(self) -> None:
@@ -137,8 +144,10 @@ class Planner:
                         raise RecipeError(f"{self.where}: {key}.{name}: {problem}")
 
     def _check_base(self) -> None:
-        if self.method.needs_base and not self.recipe.base_model and not any(
-            s.base_model for s in self.recipe.slices or []
+        if (
+            self.method.needs_base
+            and not self.recipe.base_model
+            and not any(s.base_model for s in self.recipe.slices or [])
         ):
             raise RecipeError(f"{self.where}: base_model: required by merge_method {self.method.name}")
 
@@ -153,9 +162,7 @@ class Planner:
         self._check_base()
         self._check_parameter_names_and_ranges()
         self._check_architectures()
-        layers = {
-            name: layer_count(source.config, list(source.tensors), name) for name, source in self.sources.items()
-        }
+        layers = {name: layer_count(source.config, list(source.tensors), name) for name, source in self.sources.items()}
         slices = _slices_of(self.recipe, layers)
         for index, out_slice in enumerate(slices):
             for j, source in enumerate(out_slice.sources):
@@ -182,15 +189,18 @@ class Planner:
             for offset in range(span):
                 t = offset / (span - 1) if span > 1 else 1.0
                 for prefix, suffix in layer_suffixes:
-                    inputs = {
-                        s.model: f"{prefix}.{s.layer_range[0] + offset}.{suffix}" for s in out_slice.sources
-                    }
+                    inputs = {s.model: f"{prefix}.{s.layer_range[0] + offset}.{suffix}" for s in out_slice.sources}
                     jobs.append(self._job(f"{prefix}.{output_layer}.{suffix}", inputs, out_slice, t))
                 output_layer += 1
         jobs += [self._job(name, {s.model: name for s in slices[-1].sources}, slices[-1], 0.0) for name in post]
         return MergePlan(
-            recipe=self.recipe, method=self.method, sources=self.sources, jobs=jobs, reference_model=reference,
-            output_layers=output_layer, compute_dtype=DTYPES.get(self.recipe.dtype or ""),
+            recipe=self.recipe,
+            method=self.method,
+            sources=self.sources,
+            jobs=jobs,
+            reference_model=reference,
+            output_layers=output_layer,
+            compute_dtype=DTYPES.get(self.recipe.dtype or ""),
             out_dtype=DTYPES.get(self.recipe.out_dtype or ""),
         )
 
@@ -259,5 +269,12 @@ def _model_key(recipe: Recipe, model: str) -> str:
     return f"model {model}"
 
 
-def plan_merge(recipe: Recipe, paths: Mapping[str, Any], source_name: str = "recipe") -> MergePlan:
-    return Planner(recipe, paths, source_name).plan()
+def plan_merge(
+    recipe: Recipe,
+    paths: Mapping[str, Any],
+    source_name: str = "recipe",
+    opened: Mapping[str, ModelSource] | None = None,
+) -> MergePlan:
+    """Check `recipe` against its parents and list the tensor jobs. `opened` reuses sources whose headers
+    and file handles are already open (the search plans hundreds of candidates over the same parents)."""
+    return Planner(recipe, paths, source_name, opened).plan()

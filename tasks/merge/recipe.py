@@ -9,25 +9,25 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tasks.errors import RecipeError
 
-Scalar = Union[float, int, bool, str]
+Scalar = float | int | bool | str
 
 
 class ConditionalParameter(BaseModel):
     """`- filter: self_attn` / `value: 0.5`: a value that applies to tensors whose name contains `filter`."""
 
     model_config = ConfigDict(extra="forbid")
-    value: Union[Scalar, list[float], list[Scalar]]
+    value: Scalar | list[float] | list[Scalar]
     filter: str | None = None
 
 
-ParameterSetting = Union[Scalar, list[float], list[ConditionalParameter], list[Scalar]]
+ParameterSetting = Scalar | list[float] | list[ConditionalParameter] | list[Scalar]
 Parameters = dict[str, ParameterSetting]
 
 DTYPE_NAMES = ("float32", "float16", "bfloat16")
@@ -184,5 +184,3 @@ def load_recipe(path: Path | str) -> Recipe:
     except yaml.YAMLError as error:
         raise RecipeError(f"{path}: not valid YAML: {error}") from None
     return parse_recipe(data, str(path))
-
-

@@ -22,8 +22,15 @@ from tasks.errors import ModelMismatchError
 
 INDEX_FILE = "model.safetensors.index.json"
 SAFETENSORS_DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
     "BOOL": torch.bool,
 }
 _MAX_HEADER_BYTES = 100 * 1024 * 1024
@@ -54,12 +61,10 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
             header = json.loads(handle.read(header_len))
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise ModelMismatchError(f"{path}: corrupt safetensors header (not JSON)") from None
-    data_end = max((entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"),
-                   default=0)
+    data_end = max((entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"), default=0)
     if 8 + header_len + data_end > size:
         raise ModelMismatchError(
-            f"{path}: truncated safetensors file: tensors need {8 + header_len + data_end} bytes, "
-            f"file has {size}"
+            f"{path}: truncated safetensors file: tensors need {8 + header_len + data_end} bytes, file has {size}"
         )
     return header
 

@@ -23,8 +23,14 @@ from tasks.merge.plan import MergePlan
 
 DEFAULT_SHARD_BYTES = 5_000_000_000
 TOKENIZER_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "vocab.json",
-    "merges.txt", "added_tokens.json", "chat_template.jinja",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+    "chat_template.jinja",
 )
 RECIPE_FILE = "mergekit_config.yml"
 ProgressCallback = Callable[[str, int], None]

@@ -36,6 +36,11 @@ def ties(
     for index, keep in enumerate(density):
         deltas[index] = magnitude_prune(deltas[index], keep, rescale_l1=rescale)
     return combine_task_vectors(
-        base, models, weight, normalize=normalize, scale=float(options.get("lambda", 1.0)),
-        consensus=True, deltas=deltas,
+        base,
+        models,
+        weight,
+        normalize=normalize,
+        scale=float(options.get("lambda", 1.0)),
+        consensus=True,
+        deltas=deltas,
     )

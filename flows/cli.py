@@ -1,0 +1,135 @@
+"""The `evomerge` command line. It parses, calls a flow or a pure function, and reports; no logic here.
+
+User errors (`EvomergeError`) become one readable message and exit code 2; a traceback means a bug.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+import flows  # noqa: F401  (sets Prefect/HF defaults before anything imports them)
+from flows.paths import configs_dir
+from tasks.errors import EvomergeError
+
+app = typer.Typer(
+    help="Breed language models from existing ones.", no_args_is_help=True, pretty_exceptions_enable=False
+)
+zoo_app = typer.Typer(help="The demo zoo: tiny models built here, for demos and tests.", no_args_is_help=True)
+app.add_typer(zoo_app, name="zoo")
+console = Console()
+errors = Console(stderr=True)
+DEMO_CONFIG = configs_dir() / "searches" / "demo.yaml"
+
+
+def _fail(error: EvomergeError) -> None:
+    errors.print(f"[bold red]error:[/] {error}", highlight=False)
+    raise typer.Exit(2)
+
+
+@app.command()
+def merge(
+    recipe: Annotated[Path, typer.Argument(help="mergekit-format recipe YAML")],
+    out: Annotated[Path, typer.Argument(help="output model directory")],
+    force: Annotated[bool, typer.Option(help="replace OUT if it exists")] = False,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+    device: Annotated[str, typer.Option(help="where the math runs: cpu or cuda")] = "cpu",
+) -> None:
+    """Merge the models of RECIPE into OUT, like `mergekit-yaml RECIPE OUT`."""
+    from tasks.download import resolve_model_path
+    from tasks.merge.plan import plan_merge
+    from tasks.merge.recipe import load_recipe
+    from tasks.merge.writer import write_model
+
+    try:
+        parsed = load_recipe(recipe)
+        if out.exists() and not force:
+            raise EvomergeError(f"{out} already exists; pass --force to replace it")
+        paths = {name: resolve_model_path(name, base_dir=recipe.resolve().parent) for name in parsed.model_names()}
+        plan = plan_merge(parsed, paths, str(recipe))
+        with Progress(
+            TextColumn("merging"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=errors,
+            disable=quiet,
+        ) as progress:
+            tensors = progress.add_task("tensors", total=len(plan.jobs))
+
+            def advance(name: str, size: int) -> None:
+                progress.update(tensors, advance=1)
+
+            digest = write_model(plan, out, force=force, device=device, on_tensor=advance)
+        if not quiet:
+            console.print(f"wrote {out} ({len(plan.jobs)} tensors, sha256 {digest[:16]})")
+    except EvomergeError as error:
+        _fail(error)
+
+
+@zoo_app.command("build")
+def zoo_build(
+    out: Annotated[Path | None, typer.Option(help="zoo directory (default: EVOMERGE_ZOO_DIR or ./zoo)")] = None,
+    seed: Annotated[int, typer.Option(help="seed of every random choice in the zoo")] = 0,
+    force: Annotated[bool, typer.Option(help="rebuild even if a zoo with this seed exists")] = False,
+) -> None:
+    """Train the demo zoo: a tokenizer, a tiny Llama base and one expert per skill (minutes on 2 CPU cores)."""
+    from tasks.zoo import build_zoo, default_zoo_dir, ensure_zoo
+
+    target = out or default_zoo_dir()
+    try:
+        manifest = build_zoo(target, seed=seed) if force else ensure_zoo(target, seed=seed)
+    except EvomergeError as error:
+        _fail(error)
+    console.print(f"zoo ready in {target}")
+    console.print_json(data=_manifest_summary(manifest))
+
+
+def _manifest_summary(manifest: object) -> object:
+    to_dict = getattr(manifest, "model_dump", None) or getattr(manifest, "to_json", None)
+    return to_dict() if callable(to_dict) else manifest
+
+
+@app.command()
+def search(
+    config: Annotated[Path, typer.Argument(help="search YAML (see configs/searches/demo.yaml)")],
+    out: Annotated[Path | None, typer.Option(help="output directory (default: runs/<name>)")] = None,
+    zoo_dir: Annotated[Path | None, typer.Option(help="where zoo:NAME models live")] = None,
+) -> None:
+    """Run the genetic search of CONFIG: a Prefect flow logged to MLflow; prints parents vs child."""
+    from flows.report import print_search_report
+    from flows.search import search as search_flow
+
+    try:
+        summary = search_flow(str(config), str(out) if out else None, str(zoo_dir) if zoo_dir else None)
+    except EvomergeError as error:
+        _fail(error)
+    print_search_report(summary, console)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path | None, typer.Option(help="output directory (default: runs/demo)")] = None,
+) -> None:
+    """Build the zoo if it is missing, then run the demo search (configs/searches/demo.yaml)."""
+    from tasks.zoo import default_zoo_dir, ensure_zoo
+
+    try:
+        console.print(f"demo zoo: {default_zoo_dir()}")
+        ensure_zoo(default_zoo_dir())
+    except EvomergeError as error:
+        _fail(error)
+    search(DEMO_CONFIG, out, None)
+
+
+def main() -> None:
+    app(prog_name="evomerge")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

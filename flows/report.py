@@ -1,0 +1,42 @@
+"""What the user reads at the end of a search: parents beside the child, and where everything is."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from flows.tracking import ui_command
+
+
+def scores_table(summary: dict[str, Any]) -> Table:
+    tasks = list(summary["best"]["scores"])
+    table = Table(title=f"{summary['search']}: parents vs evolved child ({summary['metric']})")
+    table.add_column("model")
+    for task in tasks:
+        table.add_column(task, justify="right")
+    table.add_column("mean", justify="right", style="bold")
+    rows = [(name, scores) for name, scores in summary["parents"].items()]
+    rows.append((f"child {summary['best']['candidate_id']}", summary["best"]["scores"]))
+    best_parent_mean = max(sum(s[t] for t in tasks) / len(tasks) for _, s in rows[:-1])
+    for index, (name, scores) in enumerate(rows):
+        mean = sum(scores[t] for t in tasks) / len(tasks)
+        is_child = index == len(rows) - 1
+        table.add_row(
+            f"[bold green]{name}[/]" if is_child else name,
+            *(f"{scores[t]:.3f}" for t in tasks),
+            f"{mean:.3f}" + (f" ({mean - best_parent_mean:+.3f})" if is_child else ""),
+        )
+    return table
+
+
+def print_search_report(summary: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console()
+    console.print(scores_table(summary))
+    console.print(f"evaluations: {summary['evaluations']} (failed: {summary['failed']})")
+    console.print(f"winner model directory: {summary['best']['model_dir']}")
+    console.print(f"MLflow run {summary['mlflow_run_id']} in {summary['mlflow_tracking_uri']}")
+    console.print(f"  open it with: {ui_command(summary['mlflow_tracking_uri'])}")
+    console.print(f"Prefect flow run: {summary['prefect_flow_run_id']}")
+    console.print("  (embedded Prefect; for the UI run `make services` and set PREFECT_API_URL)")

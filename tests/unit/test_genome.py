@@ -1,0 +1,79 @@
+"""Genes <-> recipes: bounds always respected, decode/encode round trip, config errors name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from genetics.genome import DECIMALS, GeneSpec, GenomeSpec
+from genetics.search_config import load_search_config
+from tasks.errors import RecipeError
+from tasks.merge.parameters import evaluate_setting
+
+TEMPLATE = {
+    "merge_method": "task_arithmetic",
+    "base_model": "base",
+    "models": [{"model": "add"}, {"model": "sort"}],
+}
+GENES = (
+    GeneSpec(parameter="weight", model="add", low=0.0, high=1.5, layer_groups=3),
+    GeneSpec(parameter="weight", model="sort", low=0.0, high=1.5),
+    GeneSpec(parameter="lambda", low=0.5, high=1.5),
+)
+SPEC = GenomeSpec(TEMPLATE, GENES)
+
+
+def test_names_and_size() -> None:
+    assert SPEC.size == 5
+    assert SPEC.names() == ["weight/add/g0", "weight/add/g1", "weight/add/g2", "weight/sort", "lambda"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.floats(-0.5, 1.5, allow_nan=False), min_size=5, max_size=5))
+def test_decoded_values_stay_within_bounds(genes: list[float]) -> None:
+    recipe = SPEC.decode(genes)
+    assert recipe.models is not None
+    add_weights = recipe.models[0].parameters["weight"]  # type: ignore[index]
+    assert isinstance(add_weights, list) and len(add_weights) == 3
+    assert all(0.0 <= w <= 1.5 for w in add_weights)
+    assert 0.0 <= recipe.models[1].parameters["weight"] <= 1.5  # type: ignore[index, operator]
+    assert 0.5 <= recipe.parameters["lambda"] <= 1.5  # type: ignore[index, operator]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.floats(0, 1, allow_nan=False), min_size=5, max_size=5))
+def test_round_trip(genes: list[float]) -> None:
+    recipe = SPEC.decode(genes)
+    encoded = SPEC.encode(recipe)
+    assert all(abs(a - b) <= 10**-DECIMALS for a, b in zip(encoded, genes, strict=True))
+    assert SPEC.decode(encoded) == recipe
+
+
+def test_layer_groups_become_a_mergekit_gradient() -> None:
+    recipe = SPEC.decode([0.0, 1.0, 0.0, 0.5, 0.5])
+    gradient = recipe.models[0].parameters["weight"]  # type: ignore[index, union-attr]
+    assert gradient == [0.0, 1.5, 0.0]
+    # a 5-layer model: layer 1 (t = 0.25) sits halfway between the first two groups
+    assert evaluate_setting(gradient, "model.layers.1.mlp.up_proj.weight", 0.25) == pytest.approx(0.75)
+
+
+def test_gene_for_an_unknown_model_is_refused() -> None:
+    with pytest.raises(RecipeError, match=r"genes\.0\.model: 'nope' is not one of the recipe's models"):
+        GenomeSpec(TEMPLATE, (GeneSpec(parameter="weight", model="nope", low=0, high=1),))
+
+
+def test_search_config_errors_name_file_and_key(tmp_path: Path) -> None:
+    path = tmp_path / "search.yaml"
+    path.write_text(
+        "name: x\nrecipe: {merge_method: linear, models: [{model: a}]}\n"
+        "genes: [{parameter: weight, model: a, low: 1.0, high: 0.5}]\n"
+        "evaluation: {tasks: [t]}\nalgorithm: {population_size: 1}\n"
+    )
+    with pytest.raises(RecipeError) as error:
+        load_search_config(path)
+    message = str(error.value)
+    assert f"{path}: genes.0: low (1.0) must be below high (0.5)" in message
+    assert f"{path}: algorithm.population_size: Input should be greater than or equal to 2" in message
