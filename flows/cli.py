@@ -28,7 +28,7 @@ DEMO_CONFIG = configs_dir() / "searches" / "demo.yaml"
 
 
 def _fail(error: EvomergeError) -> None:
-    errors.print(f"[bold red]error:[/] {error}", highlight=False)
+    errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
