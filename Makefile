@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: help setup demo test test-unit zoo bench lint format clean
+.PHONY: help setup demo test test-unit zoo bench lint format services services-stop clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -42,6 +42,12 @@ lint: setup ## ruff lint and format check
 format: setup ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+services: setup ## start a real Prefect server and MLflow server on 127.0.0.1 (infra/services.sh)
+	infra/services.sh start
+
+services-stop: ## stop them
+	infra/services.sh stop
 
 clean: ## remove the virtual environment, the zoo and all runs
 	rm -rf $(VENV) zoo runs mlruns .pytest_cache
