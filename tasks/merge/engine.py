@@ -22,6 +22,13 @@ def _load(plan: MergePlan, item: TensorInput, device: str) -> torch.Tensor:
     return tensor
 
 
+def tensor_seed(random_seed: int, tensor_name: str) -> int:
+    """A seed per output tensor: random masks (DARE, DELLA) are reproducible run to run and independent of
+    the order tensors are computed in (threads, GPUs, resumed merges)."""
+    digest = hashlib.sha256(f"{random_seed}:{tensor_name}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
 def merge_job(plan: MergePlan, job: TensorJob, device: str = "cpu") -> torch.Tensor:
     """The merged value of one output tensor, on the CPU, in the output dtype."""
     base = _load(plan, job.base, device) if job.base else None
@@ -34,8 +41,11 @@ def merge_job(plan: MergePlan, job: TensorJob, device: str = "cpu") -> torch.Ten
         base = base.to(common)
     models = [tensor.to(common) for tensor in models]
     per_model = {name: list(values) for name, values in job.per_model.items()}
+    extra: dict[str, torch.Generator] = {}
+    if plan.method.stochastic:
+        extra["generator"] = torch.Generator(device).manual_seed(tensor_seed(plan.random_seed, job.output_name))
     with torch.no_grad():
-        result = plan.method.function(base, models, **per_model, **job.shared)
+        result = plan.method.function(base, models, **per_model, **job.shared, **extra)
     if plan.out_dtype is not None:
         result = result.to(plan.out_dtype)
     return result.to("cpu").contiguous()

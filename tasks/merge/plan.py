@@ -51,6 +51,7 @@ class MergePlan:
     output_layers: int
     compute_dtype: torch.dtype | None
     out_dtype: torch.dtype | None
+    random_seed: int = 0
     notes: list[str] = field(default_factory=list)
 
     def output_config(self) -> dict[str, Any]:
@@ -213,16 +214,23 @@ class Planner:
     def _job(self, output_name: str, inputs: dict[str, str], out_slice: OutputSlice, t: float) -> TensorJob:
         base_name = out_slice.base_model or self.recipe.base_model
         base: TensorInput | None = None
-        if self.method.needs_base:
+        uses_base = self.method.base == "required" or (self.method.base == "optional" and base_name is not None)
+        if uses_base:
             assert base_name is not None
             base = TensorInput(base_name, inputs.get(base_name, output_name))
             models = [TensorInput(m, name) for m, name in inputs.items() if m != base_name]
         else:
             models = [TensorInput(m, name) for m, name in inputs.items()]
+        besides = " besides the base" if uses_base else ""
         if self.method.exact_models is not None and len(models) != self.method.exact_models:
             raise RecipeError(
-                f"{self.where}: models: {self.method.name} merges exactly {self.method.exact_models} model(s) "
-                f"besides the base, got {len(models)}"
+                f"{self.where}: models: {self.method.name} merges exactly {self.method.exact_models} model(s)"
+                f"{besides}, got {len(models)} for {output_name}"
+            )
+        if len(models) < self.method.min_models:
+            raise RecipeError(
+                f"{self.where}: models: {self.method.name} needs at least {self.method.min_models} model(s)"
+                f"{besides}, got {len(models)} for {output_name}"
             )
         if not models and base is None:
             raise RecipeError(f"{self.where}: models: nothing to merge for {output_name}")
@@ -240,12 +248,12 @@ class Planner:
                 value = resolve(spec.name, scopes, item.tensor, t)
                 if value is None:
                     value = spec.default
-                if value is None:
+                if value is None and not spec.optional:
                     raise RecipeError(
                         f"{self.where}: {_model_key(self.recipe, item.model)}.parameters.{spec.name}: required by "
                         f"{self.method.name} (missing for {item.tensor})"
                     )
-                values.append(value)
+                values.append(value)  # type: ignore[arg-type]
             per_model[spec.name] = tuple(values)
         shared: dict[str, Value] = {}
         for spec in self.method.scoped("global"):

@@ -15,11 +15,15 @@ from typing import Any, Literal
 from torch import Tensor
 
 Scope = Literal["per_model", "global"]
+BasePolicy = Literal["required", "optional", "ignored"]
+"""required: the method works on task vectors against the base; optional: it does when a base is named;
+ignored: every listed model is an input and `base_model` only picks the config and tokenizer donor."""
 
 
 @dataclass(frozen=True)
 class ParameterSpec:
-    """A method parameter. `default=None` means required; `low`/`high` bound it (open or closed)."""
+    """A method parameter. `default=None` means required unless `optional` (then the method gets None);
+    `low`/`high` bound it (open or closed)."""
 
     name: str
     scope: Scope
@@ -28,6 +32,7 @@ class ParameterSpec:
     high: float | None = None
     low_open: bool = False
     kind: type = float
+    optional: bool = False
 
     def check(self, value: Any) -> str | None:
         """Why `value` is not acceptable, or None when it is."""
@@ -55,9 +60,15 @@ class ParameterSpec:
 class MergeMethod:
     name: str
     function: Callable[..., Tensor]
-    needs_base: bool
+    base: BasePolicy
     parameters: tuple[ParameterSpec, ...]
     exact_models: int | None = None
+    min_models: int = 1
+    stochastic: bool = False
+
+    @property
+    def needs_base(self) -> bool:
+        return self.base == "required"
 
     def parameter(self, name: str) -> ParameterSpec | None:
         return next((p for p in self.parameters if p.name == name), None)
@@ -72,18 +83,20 @@ METHODS: dict[str, MergeMethod] = {}
 def merge_method(
     name: str,
     *,
-    needs_base: bool,
+    base: BasePolicy,
     parameters: tuple[ParameterSpec, ...] = (),
     exact_models: int | None = None,
+    min_models: int = 1,
+    stochastic: bool = False,
 ) -> Callable[[Callable[..., Tensor]], Callable[..., Tensor]]:
     """Register `function` under `name`. The function receives `base` (or None), `models` (the tensors to
-    merge, base excluded when `needs_base`), per-model parameters as lists aligned with `models`, and
-    global parameters as keyword arguments."""
+    merge, the base excluded when it is used as a base), per-model parameters as lists aligned with
+    `models`, global parameters as keyword arguments, and a seeded `generator` when `stochastic`."""
 
     def register(function: Callable[..., Tensor]) -> Callable[..., Tensor]:
         if name in METHODS:
             raise ValueError(f"merge method {name!r} registered twice")
-        METHODS[name] = MergeMethod(name, function, needs_base, parameters, exact_models)
+        METHODS[name] = MergeMethod(name, function, base, parameters, exact_models, min_models, stochastic)
         return function
 
     return register

@@ -1,3 +1,19 @@
 """Importing this package registers every merge method (one module per method family)."""
 
-from tasks.merge.methods import linear, slerp, task_arithmetic, ties  # noqa: F401
+from tasks.merge.methods import (  # noqa: F401
+    arcee_fusion,
+    breadcrumbs,
+    dare,
+    della,
+    karcher,
+    linear,
+    model_stock,
+    multislerp,
+    nearswap,
+    nuslerp,
+    passthrough,
+    sce,
+    slerp,
+    task_arithmetic,
+    ties,
+)

@@ -8,7 +8,7 @@ from tasks.merge.registry import ParameterSpec, merge_method
 
 @merge_method(
     "linear",
-    needs_base=False,
+    base="ignored",
     parameters=(
         ParameterSpec("weight", "per_model"),
         ParameterSpec("normalize", "global", default=True, kind=bool),

@@ -32,7 +32,7 @@ def slerp_tensors(t: float, start: Tensor, end: Tensor) -> Tensor:
 
 @merge_method(
     "slerp",
-    needs_base=True,
+    base="required",
     exact_models=1,
     parameters=(ParameterSpec("t", "global", low=0.0, high=1.0),),
 )

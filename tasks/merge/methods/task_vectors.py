@@ -1,4 +1,4 @@
-"""The arithmetic shared by the task-vector family (task_arithmetic, TIES, and later DARE / DELLA).
+"""The arithmetic shared by the task-vector family (task_arithmetic, TIES, DARE, breadcrumbs, DELLA).
 
 Everything runs in the base tensor's dtype, in mergekit 0.1.5's order of operations, so results agree
 with mergekit bit for bit: deltas are scaled by their weights in place, optionally masked by a sign
@@ -7,8 +7,15 @@ consensus, summed, normalised by the (masked) sum of weights, scaled by λ, and 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
+
+from tasks.merge.registry import ParameterSpec
+
+Prune = Callable[[Tensor, int], Tensor]
+"""Sparsifies the task vector of model `index` (its density and other settings are bound by the caller)."""
 
 
 def task_vectors(base: Tensor, models: list[Tensor]) -> Tensor:
@@ -62,3 +69,40 @@ def combine_task_vectors(
     if scale != 1:
         mixed *= scale
     return (base + mixed).to(base.dtype)
+
+
+def generalized_task_arithmetic(
+    base: Tensor,
+    models: list[Tensor],
+    weight: list[float],
+    *,
+    prune: Prune | None,
+    consensus: bool,
+    normalize: bool,
+    scale: float,
+) -> Tensor:
+    """Task vectors, each sparsified by `prune`, then combined (mergekit's generalized task arithmetic)."""
+    if not models:
+        return base
+    deltas = task_vectors(base, models)
+    if prune is not None:
+        for index in range(len(models)):
+            deltas[index] = prune(deltas[index], index)
+    return combine_task_vectors(
+        base, models, weight, normalize=normalize, scale=scale, consensus=consensus, deltas=deltas
+    )
+
+
+def gta_parameters(
+    *, normalize: bool, rescale: bool, extra: tuple[ParameterSpec, ...] = ()
+) -> tuple[ParameterSpec, ...]:
+    """The parameter table of a task-vector method; defaults differ per method exactly as in mergekit."""
+    return (
+        ParameterSpec("weight", "per_model"),
+        ParameterSpec("density", "per_model", default=1.0, low=0.0, high=1.0, low_open=True),
+        *extra,
+        ParameterSpec("lambda", "global", default=1.0),
+        ParameterSpec("normalize", "global", default=normalize, kind=bool),
+        ParameterSpec("rescale", "global", default=rescale, kind=bool),
+        ParameterSpec("int8_mask", "global", default=False, kind=bool),
+    )

@@ -1,0 +1,84 @@
+"""DARE (Yu et al. 2024, "Language Models are Super Mario"): random drop of task-vector entries with
+rescaling, then either plain task arithmetic (dare_linear) or TIES sign consensus (dare_ties)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from tasks.merge.methods.sparsify import bernoulli_prune
+from tasks.merge.methods.task_vectors import generalized_task_arithmetic, gta_parameters
+from tasks.merge.registry import merge_method
+
+
+def _dare(
+    base: Tensor,
+    models: list[Tensor],
+    weight: list[float],
+    density: list[float],
+    generator: torch.Generator,
+    *,
+    consensus: bool,
+    normalize: bool,
+    rescale: bool,
+    scale: float,
+) -> Tensor:
+    return generalized_task_arithmetic(
+        base,
+        models,
+        weight,
+        prune=lambda delta, i: bernoulli_prune(delta, density[i], generator, rescale_l1=rescale),
+        consensus=consensus,
+        normalize=normalize,
+        scale=scale,
+    )
+
+
+@merge_method("dare_ties", base="required", stochastic=True, parameters=gta_parameters(normalize=False, rescale=True))
+def dare_ties(
+    base: Tensor,
+    models: list[Tensor],
+    weight: list[float],
+    density: list[float],
+    generator: torch.Generator,
+    normalize: bool = False,
+    rescale: bool = True,
+    int8_mask: bool = False,
+    **options: float,
+) -> Tensor:
+    return _dare(
+        base,
+        models,
+        weight,
+        density,
+        generator,
+        consensus=True,
+        normalize=normalize,
+        rescale=rescale,
+        scale=float(options.get("lambda", 1.0)),
+    )
+
+
+@merge_method("dare_linear", base="required", stochastic=True, parameters=gta_parameters(normalize=False, rescale=True))
+def dare_linear(
+    base: Tensor,
+    models: list[Tensor],
+    weight: list[float],
+    density: list[float],
+    generator: torch.Generator,
+    normalize: bool = False,
+    rescale: bool = True,
+    int8_mask: bool = False,
+    **options: float,
+) -> Tensor:
+    return _dare(
+        base,
+        models,
+        weight,
+        density,
+        generator,
+        consensus=False,
+        normalize=normalize,
+        rescale=rescale,
+        scale=float(options.get("lambda", 1.0)),
+    )

@@ -1,0 +1,98 @@
+"""DELLA-Merging (Deep et al. 2024): magnitude-ranked random drop (MagPrune) of task-vector entries;
+`della` adds the TIES sign consensus, `della_linear` does not."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from tasks.merge.methods.sparsify import della_prune
+from tasks.merge.methods.task_vectors import generalized_task_arithmetic, gta_parameters
+from tasks.merge.registry import ParameterSpec, merge_method
+
+EPSILON = (ParameterSpec("epsilon", "per_model", default=0.15, low=0.0, high=1.0),)
+
+
+def _della(
+    base: Tensor,
+    models: list[Tensor],
+    weight: list[float],
+    density: list[float],
+    epsilon: list[float],
+    generator: torch.Generator,
+    *,
+    consensus: bool,
+    normalize: bool,
+    rescale: bool,
+    scale: float,
+) -> Tensor:
+    return generalized_task_arithmetic(
+        base,
+        models,
+        weight,
+        prune=lambda delta, i: della_prune(delta, density[i], epsilon[i], generator, rescale_l1=rescale),
+        consensus=consensus,
+        normalize=normalize,
+        scale=scale,
+    )
+
+
+@merge_method(
+    "della", base="required", stochastic=True, parameters=gta_parameters(normalize=True, rescale=True, extra=EPSILON)
+)
+def della(
+    base: Tensor,
+    models: list[Tensor],
+    weight: list[float],
+    density: list[float],
+    epsilon: list[float],
+    generator: torch.Generator,
+    normalize: bool = True,
+    rescale: bool = True,
+    int8_mask: bool = False,
+    **options: float,
+) -> Tensor:
+    return _della(
+        base,
+        models,
+        weight,
+        density,
+        epsilon,
+        generator,
+        consensus=True,
+        normalize=normalize,
+        rescale=rescale,
+        scale=float(options.get("lambda", 1.0)),
+    )
+
+
+@merge_method(
+    "della_linear",
+    base="required",
+    stochastic=True,
+    parameters=gta_parameters(normalize=False, rescale=True, extra=EPSILON),
+)
+def della_linear(
+    base: Tensor,
+    models: list[Tensor],
+    weight: list[float],
+    density: list[float],
+    epsilon: list[float],
+    generator: torch.Generator,
+    normalize: bool = False,
+    rescale: bool = True,
+    int8_mask: bool = False,
+    **options: float,
+) -> Tensor:
+    return _della(
+        base,
+        models,
+        weight,
+        density,
+        epsilon,
+        generator,
+        consensus=False,
+        normalize=normalize,
+        rescale=rescale,
+        scale=float(options.get("lambda", 1.0)),
+    )

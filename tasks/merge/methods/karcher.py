@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from tasks.merge.registry import ParameterSpec, merge_method
+
+
+@merge_method(
+    "karcher",
+    base="ignored",
+    parameters=(
+        ParameterSpec("max_iter", "global", default=10, low=1),
+        ParameterSpec("tol", "global", default=1e-5, low=0.0, low_open=True),
+    ),
+)
+def karcher(base: Tensor | None, models: list[Tensor], max_iter: float = 10, tol: float = 1e-5) -> Tensor:
+    """The Karcher (Riemannian) mean of the models' directions on the unit sphere, by fixed-point
+    iteration, scaled by their mean norm; every model weighs the same."""
+    dtype = torch.float64 if models[0].dtype == torch.float64 else torch.float32
+    count = len(models)
+    norms = [torch.linalg.vector_norm(m.to(dtype)) for m in models]
+    units = [(m / n).to(m.dtype) if n > 0 else torch.zeros_like(m) for m, n in zip(models, norms, strict=True)]
+    valid = [i for i, n in enumerate(norms) if n > tol]
+    if not valid:
+        return torch.zeros_like(models[0])
+    alphas = [1.0 / len(valid)] * len(valid)
+    mean = sum(a * units[i] for a, i in zip(alphas, valid, strict=True))
+    assert isinstance(mean, Tensor)
+    mean_norm = torch.linalg.vector_norm(mean.to(dtype))
+    mean = units[valid[0]].clone() if mean_norm < tol else (mean / mean_norm).to(mean.dtype)
+    for _ in range(int(max_iter)):
+        step = torch.zeros_like(mean)
+        for a, i in zip(alphas, valid, strict=True):
+            dot = torch.clamp(torch.dot(mean.flatten(), units[i].flatten()), -1.0, 1.0)
+            theta = torch.arccos(dot)
+            if theta < tol:
+                continue
+            step = step + a * (theta / torch.sin(theta)) * (units[i] - dot * mean)
+        step_norm = torch.linalg.vector_norm(step.to(dtype))
+        if step_norm < tol:
+            break
+        mean = (torch.cos(step_norm) * mean + torch.sin(step_norm) * (step / step_norm)).to(mean.dtype)
+        norm = torch.linalg.vector_norm(mean.to(dtype))
+        if norm > tol:
+            mean = (mean / norm).to(mean.dtype)
+    scale = sum(n for n in norms) / count
+    return (scale * mean).to(models[0].dtype)
