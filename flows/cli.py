@@ -32,42 +32,82 @@ def _fail(error: EvomergeError) -> None:
     raise typer.Exit(2)
 
 
+def _human_bytes(count: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if count < 1000 or unit == "TB":
+            return f"{count:.1f} {unit}" if unit != "B" else f"{int(count)} B"
+        count /= 1000
+    return f"{count:.1f} TB"
+
+
 @app.command()
 def merge(
     recipe: Annotated[Path, typer.Argument(help="mergekit-format recipe YAML")],
-    out: Annotated[Path, typer.Argument(help="output model directory")],
+    out: Annotated[Path | None, typer.Argument(help="output model directory")] = None,
     force: Annotated[bool, typer.Option(help="replace OUT if it exists")] = False,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
     device: Annotated[str, typer.Option(help="where the math runs: cpu or cuda")] = "cpu",
+    plan: Annotated[bool, typer.Option("--plan", help="check the recipe and print the cost; merge nothing")] = False,
+    check_finite: Annotated[bool, typer.Option(help="refuse parents holding NaN or inf")] = False,
+    allow_pickle: Annotated[bool, typer.Option(help="read pickle .bin checkpoints (runs code from them)")] = False,
+    random_seed: Annotated[int, typer.Option(help="seed of DARE / DELLA masks (per tensor name)")] = 0,
+    shard_bytes: Annotated[int, typer.Option(help="largest output shard, in bytes")] = 5_000_000_000,
 ) -> None:
     """Merge the models of RECIPE into OUT, like `mergekit-yaml RECIPE OUT`."""
     from tasks.download import resolve_model_path
+    from tasks.merge.estimate import estimate_plan
     from tasks.merge.plan import plan_merge
     from tasks.merge.recipe import load_recipe
     from tasks.merge.writer import write_model
 
     try:
+        if out is None and not plan:
+            raise EvomergeError("missing OUT: where to write the merged model (or pass --plan)")
         parsed = load_recipe(recipe)
-        if out.exists() and not force:
+        if out is not None and out.exists() and not force and not plan:
             raise EvomergeError(f"{out} already exists; pass --force to replace it")
         paths = {name: resolve_model_path(name, base_dir=recipe.resolve().parent) for name in parsed.model_names()}
-        plan = plan_merge(parsed, paths, str(recipe))
+        merge_plan = plan_merge(
+            parsed, paths, str(recipe), allow_pickle=allow_pickle, check_finite=check_finite, random_seed=random_seed
+        )
+        if plan:
+            cost = estimate_plan(merge_plan, shard_bytes)
+            console.print(
+                f"[bold]{recipe}[/]: {parsed.merge_method} over {len(merge_plan.sources)} model(s): compatible"
+            )
+            for name, source in merge_plan.sources.items():
+                console.print(f"  {name}: {source.path} ({len(source.tensors)} tensors)")
+            console.print(f"  output tensors: {cost.tensors}, layers: {merge_plan.output_layers}")
+            console.print(
+                f"  to read: {_human_bytes(cost.bytes_to_read)}, to write: {_human_bytes(cost.bytes_to_write)}"
+            )
+            console.print(
+                f"  predicted peak memory: {_human_bytes(cost.peak_bytes)}, time: ~{cost.seconds:.1f} s (I/O bound)"
+            )
+            return
+        assert out is not None
+        total = len(merge_plan.jobs)
         with Progress(
             TextColumn("merging"),
             BarColumn(),
             MofNCompleteColumn(),
+            TextColumn("{task.fields[written]}"),
             TimeRemainingColumn(),
             console=errors,
             disable=quiet,
         ) as progress:
-            tensors = progress.add_task("tensors", total=len(plan.jobs))
+            bar = progress.add_task("tensors", total=total, written="0 B")
+            written = [0]
 
             def advance(name: str, size: int) -> None:
-                progress.update(tensors, advance=1)
+                written[0] += size
+                progress.update(bar, advance=1, written=_human_bytes(written[0]))
 
-            digest = write_model(plan, out, force=force, device=device, on_tensor=advance)
+            digest = write_model(
+                merge_plan, out, force=force, device=device, on_tensor=advance, shard_bytes=shard_bytes
+            )
         if not quiet:
-            console.print(f"wrote {out} ({len(plan.jobs)} tensors, sha256 {digest[:16]})")
+            console.print(f"wrote {out} ({len(merge_plan.jobs)} tensors, sha256 {digest[:16]})")
     except EvomergeError as error:
         _fail(error)
 

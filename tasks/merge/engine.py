@@ -51,6 +51,21 @@ def merge_job(plan: MergePlan, job: TensorJob, device: str = "cpu") -> torch.Ten
     return result.to("cpu").contiguous()
 
 
+def verify_finite(plan: MergePlan) -> None:
+    """Refuse parents holding NaN or infinity before anything is computed (`--check-finite`): a merge would
+    spread them silently into the child."""
+    seen: set[tuple[str, str]] = set()
+    for job in plan.jobs:
+        for item in ([job.base] if job.base else []) + list(job.models):
+            if (item.model, item.tensor) in seen:
+                continue
+            seen.add((item.model, item.tensor))
+            tensor = plan.sources[item.model].get(item.tensor)
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                bad = int((~torch.isfinite(tensor)).sum())
+                raise ModelMismatchError(f"model {item.model!r}: tensor {item.tensor} holds {bad} non-finite value(s)")
+
+
 def iter_merged_tensors(plan: MergePlan, device: str = "cpu") -> Iterator[tuple[str, torch.Tensor]]:
     for job in plan.jobs:
         yield job.output_name, merge_job(plan, job, device)

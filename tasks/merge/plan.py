@@ -52,6 +52,7 @@ class MergePlan:
     compute_dtype: torch.dtype | None
     out_dtype: torch.dtype | None
     random_seed: int = 0
+    check_finite: bool = False
     notes: list[str] = field(default_factory=list)
 
     def output_config(self) -> dict[str, Any]:
@@ -109,6 +110,7 @@ class Planner:
         paths: Mapping[str, Any],
         source_name: str = "recipe",
         opened: Mapping[str, ModelSource] | None = None,
+        allow_pickle: bool = False,
     ) -> None:
         self.recipe = recipe
         self.where = source_name
@@ -120,7 +122,9 @@ class Planner:
         if missing:
             raise RecipeError(f"{source_name}: no local path for model(s) {', '.join(missing)}")
         opened = opened or {}
-        self.sources = {name: opened.get(name) or ModelSource(name, paths[name]) for name in recipe.model_names()}
+        self.sources = {
+            name: opened.get(name) or ModelSource(name, paths[name], allow_pickle) for name in recipe.model_names()
+        }
 
     # -- checks on the recipe alone -------------------------------------------------------------
     def _check_parameter_names_and_ranges(self) -> None:
@@ -237,6 +241,11 @@ class Planner:
         shapes = {item.model: self._shape(item.model, item.tensor) for item in ([base] if base else []) + models}
         if len(set(shapes.values())) > 1:
             detail = ", ".join(f"{model}: {list(shape)}" for model, shape in shapes.items())
+            if _is_vocabulary_tensor(output_name) and len({shape[1:] for shape in shapes.values()}) == 1:
+                raise ModelMismatchError(
+                    f"vocabulary size mismatch in {output_name} ({detail}): the parents use different "
+                    "tokenizers; set `tokenizer_source` (base, union or a model) so embedding rows are remapped"
+                )
             raise ModelMismatchError(f"shape mismatch for {output_name} ({detail})")
         sources_by_model = {s.model: s for s in out_slice.sources}
         per_model: dict[str, tuple[Value, ...]] = {}
@@ -266,6 +275,10 @@ class Planner:
         return TensorJob(output_name, base, tuple(models), per_model, shared, next(iter(shapes.values())))
 
 
+def _is_vocabulary_tensor(name: str) -> bool:
+    return any(part in name for part in ("embed_tokens", "lm_head", "wte", "word_embeddings", "embed_out"))
+
+
 def _model_key(recipe: Recipe, model: str) -> str:
     for index, entry in enumerate(recipe.models or []):
         if entry.model == model:
@@ -282,7 +295,14 @@ def plan_merge(
     paths: Mapping[str, Any],
     source_name: str = "recipe",
     opened: Mapping[str, ModelSource] | None = None,
+    *,
+    allow_pickle: bool = False,
+    check_finite: bool = False,
+    random_seed: int = 0,
 ) -> MergePlan:
     """Check `recipe` against its parents and list the tensor jobs. `opened` reuses sources whose headers
     and file handles are already open (the search plans hundreds of candidates over the same parents)."""
-    return Planner(recipe, paths, source_name, opened).plan()
+    plan = Planner(recipe, paths, source_name, opened, allow_pickle).plan()
+    plan.check_finite = check_finite
+    plan.random_seed = random_seed
+    return plan

@@ -69,8 +69,20 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
     return header
 
 
-def weight_files(model_dir: Path) -> list[Path]:
-    """The safetensors files of a model directory, following the shard index when there is one."""
+PICKLE_INDEX_FILE = "pytorch_model.bin.index.json"
+
+
+def pickle_weight_files(model_dir: Path) -> list[Path]:
+    index = model_dir / PICKLE_INDEX_FILE
+    if index.exists():
+        weight_map: dict[str, str] = json.loads(index.read_text())["weight_map"]
+        return [model_dir / name for name in sorted(set(weight_map.values()))]
+    return sorted(model_dir.glob("*.bin"))
+
+
+def weight_files(model_dir: Path, allow_pickle: bool = False) -> list[Path]:
+    """The safetensors files of a model directory, following the shard index when there is one; pickle
+    checkpoints only when `allow_pickle` (loading them runs code from the file)."""
     index = model_dir / INDEX_FILE
     if index.exists():
         weight_map: dict[str, str] = json.loads(index.read_text())["weight_map"]
@@ -78,10 +90,12 @@ def weight_files(model_dir: Path) -> list[Path]:
     files = sorted(model_dir.glob("*.safetensors"))
     if files:
         return files
-    if any(model_dir.glob("*.bin")) or any(model_dir.glob("*.pt")):
+    if pickle_weight_files(model_dir):
+        if allow_pickle:
+            return pickle_weight_files(model_dir)
         raise ModelMismatchError(
-            f"{model_dir}: only pickle checkpoints (.bin/.pt) found; evomerge reads safetensors only, "
-            "since unpickling runs arbitrary code"
+            f"{model_dir}: only a pickle checkpoint (.bin) found; unpickling can run arbitrary code, so it is "
+            "refused unless you pass --allow-pickle (or convert it to safetensors)"
         )
     raise ModelMismatchError(f"{model_dir}: no safetensors weights found")
 
@@ -89,9 +103,10 @@ def weight_files(model_dir: Path) -> list[Path]:
 class ModelSource:
     """One parent model on disk: its config, its tensor table, and lazy tensor reads."""
 
-    def __init__(self, reference: str, path: Path) -> None:
+    def __init__(self, reference: str, path: Path, allow_pickle: bool = False) -> None:
         self.reference = reference
         self.path = Path(path)
+        self.allow_pickle = allow_pickle
         if not self.path.is_dir():
             raise ModelMismatchError(f"model {reference!r}: {self.path} is not a directory")
         self._handles: dict[Path, Any] = {}
@@ -107,9 +122,13 @@ class ModelSource:
     @cached_property
     def tensors(self) -> dict[str, TensorInfo]:
         table: dict[str, TensorInfo] = {}
-        for file in weight_files(self.path):
+        for file in weight_files(self.path, self.allow_pickle):
             if not file.exists():
                 raise ModelMismatchError(f"model {self.reference!r}: shard {file.name} is missing")
+            if file.suffix == ".bin":
+                for name, tensor in self._pickled(file).items():
+                    table[name] = TensorInfo(name, tuple(tensor.shape), tensor.dtype, file)
+                continue
             for name, entry in read_safetensors_header(file).items():
                 if name == "__metadata__":
                     continue
@@ -123,16 +142,30 @@ class ModelSource:
         info = self.tensors.get(name)
         if info is None:
             raise ModelMismatchError(f"model {self.reference!r} lacks tensor {name}")
+        if info.file.suffix == ".bin":
+            return self._pickled(info.file)[name]
         handle = self._handles.get(info.file)
         if handle is None:
             handle = self._handles[info.file] = safe_open(str(info.file), framework="pt")
         tensor: torch.Tensor = handle.get_tensor(name)
         return tensor
 
+    def _pickled(self, file: Path) -> dict[str, torch.Tensor]:
+        """A pickle shard, memory-mapped; `weights_only` still refuses arbitrary objects."""
+        cached = self._handles.get(file)
+        if cached is None:
+            try:
+                cached = torch.load(file, map_location="cpu", mmap=True, weights_only=True)
+            except Exception as error:  # noqa: BLE001 - any unpickling failure means an unreadable checkpoint
+                raise ModelMismatchError(f"{file}: cannot read pickle checkpoint: {error}") from None
+            self._handles[file] = cached
+        assert isinstance(cached, dict)
+        return cached
+
     def content_sha256(self) -> str:
         """Hash of the weight files and config: a parent's identity for caches and lineage, not its path."""
         digest = hashlib.sha256()
-        for file in [self.path / "config.json", *weight_files(self.path)]:
+        for file in [self.path / "config.json", *weight_files(self.path, self.allow_pickle)]:
             digest.update(file.name.encode())
             with file.open("rb") as handle:
                 while chunk := handle.read(1 << 22):

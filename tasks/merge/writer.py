@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import save_file
 
 from tasks.errors import EvomergeError, RecipeError
-from tasks.merge.engine import combine_tensor_hashes, iter_merged_tensors, tensor_sha256, tensors_sha256
+from tasks.merge.engine import combine_tensor_hashes, iter_merged_tensors, tensor_sha256, tensors_sha256, verify_finite
 from tasks.merge.plan import MergePlan
 
 DEFAULT_SHARD_BYTES = 5_000_000_000
@@ -146,6 +146,9 @@ def write_model(
     out_dir = Path(out_dir)
     if out_dir.exists() and not force:
         raise EvomergeError(f"{out_dir} already exists; pass --force to replace it")
+    _tokenizer_donor(plan)
+    if plan.check_finite:
+        verify_finite(plan)
     work = partial_dir(out_dir)
     if work.exists():
         shutil.rmtree(work)

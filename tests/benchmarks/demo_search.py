@@ -28,8 +28,9 @@ def main() -> None:
     subprocess.run([sys.executable, "-m", "flows.cli", "zoo", "build"], check=True, cwd=ROOT)
     zoo_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "flows.cli", "search", str(args.config), "--out", str(out)], check=True,
-                   cwd=ROOT)
+    subprocess.run(
+        [sys.executable, "-m", "flows.cli", "search", str(args.config), "--out", str(out)], check=True, cwd=ROOT
+    )
     search_seconds = time.perf_counter() - started
     summary = json.loads((out / "summary.json").read_text())
     tasks = list(summary["best"]["scores"])
@@ -37,13 +38,18 @@ def main() -> None:
     child = summary["best"]["scores"]
     child_mean = sum(child.values()) / len(child)
     print(f"zoo ready (built or reused): {zoo_seconds:.1f} s")
-    print(f"search wall time: {search_seconds:.1f} s for {summary['evaluations']} evaluations "
-          f"({summary['evaluations'] / search_seconds * 60:.1f} evaluations/min including start-up)")
+    print(
+        f"search wall time: {search_seconds:.1f} s for {summary['evaluations']} evaluations "
+        f"({summary['evaluations'] / search_seconds * 60:.1f} evaluations/min including start-up)"
+    )
     print(f"{'model':<22}" + "".join(f"{t:>16}" for t in tasks) + f"{'mean':>8}")
     for name, scores in summary["parents"].items():
         print(f"{name:<22}" + "".join(f"{scores[t]:>16.3f}" for t in tasks) + f"{means[name]:>8.3f}")
-    print(f"{'child ' + summary['best']['candidate_id']:<22}" + "".join(f"{child[t]:>16.3f}" for t in tasks)
-          + f"{child_mean:>8.3f}")
+    print(
+        f"{'child ' + summary['best']['candidate_id']:<22}"
+        + "".join(f"{child[t]:>16.3f}" for t in tasks)
+        + f"{child_mean:>8.3f}"
+    )
     print(f"child mean - best parent mean: {child_mean - max(means.values()):+.3f} (target >= +0.08)")
     print(f"child's weakest skill: {min(child.values()):.3f} (target >= 0.65)")
     print(f"winner recipe: {json.dumps(summary['best']['recipe'])}")

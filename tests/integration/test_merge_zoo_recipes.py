@@ -23,7 +23,11 @@ def test_zoo_recipe_merges_into_a_model_transformers_runs(recipe: Path, zoo_dir:
     out = tmp_path / recipe.stem
     result = subprocess.run(
         [sys.executable, "-m", "flows.cli", "merge", str(recipe), str(out), "--quiet"],
-        capture_output=True, text=True, timeout=300, cwd=ROOT, env={**os.environ, "EVOMERGE_ZOO_DIR": str(zoo_dir)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env={**os.environ, "EVOMERGE_ZOO_DIR": str(zoo_dir)},
     )
     assert result.returncode == 0, result.stderr
     model = AutoModelForCausalLM.from_pretrained(out)
@@ -31,7 +35,7 @@ def test_zoo_recipe_merges_into_a_model_transformers_runs(recipe: Path, zoo_dir:
     inputs = tokenizer("ecbda>", return_tensors="pt")
     with torch.no_grad():
         generated = model.generate(**inputs, max_new_tokens=6, do_sample=False)
-    answer = tokenizer.decode(generated[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    answer = tokenizer.decode(generated[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
     assert answer and set(answer) <= set("abcdefghijklmnopqrstuvwxyz0123456789")
 
 
@@ -40,9 +44,20 @@ def test_task_arithmetic_child_beats_each_parent_on_average(zoo_dir: Path, tmp_p
 
     out = tmp_path / "child"
     result = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "merge", str(ROOT / "configs/recipes/demo-task-arithmetic.yaml"),
-         str(out), "--quiet"],
-        capture_output=True, text=True, timeout=300, cwd=ROOT, env={**os.environ, "EVOMERGE_ZOO_DIR": str(zoo_dir)},
+        [
+            sys.executable,
+            "-m",
+            "flows.cli",
+            "merge",
+            str(ROOT / "configs/recipes/demo-task-arithmetic.yaml"),
+            str(out),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env={**os.environ, "EVOMERGE_ZOO_DIR": str(zoo_dir)},
     )
     assert result.returncode == 0, result.stderr
     config = EvaluationConfig(tasks=("evomerge_add", "evomerge_sort"))

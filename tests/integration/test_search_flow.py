@@ -27,11 +27,17 @@ ROOT = Path(__file__).parents[2]
 def finished_search(zoo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     work = tmp_path_factory.mktemp("search")
     config = {
-        "name": "itest", "seed": 3,
-        "recipe": {"merge_method": "task_arithmetic", "base_model": "zoo:base",
-                   "models": [{"model": "zoo:add"}, {"model": "zoo:sort"}]},
-        "genes": [{"parameter": "weight", "model": "zoo:add", "low": 0.0, "high": 1.5},
-                  {"parameter": "weight", "model": "zoo:sort", "low": 0.0, "high": 1.5, "layer_groups": 2}],
+        "name": "itest",
+        "seed": 3,
+        "recipe": {
+            "merge_method": "task_arithmetic",
+            "base_model": "zoo:base",
+            "models": [{"model": "zoo:add"}, {"model": "zoo:sort"}],
+        },
+        "genes": [
+            {"parameter": "weight", "model": "zoo:add", "low": 0.0, "high": 1.5},
+            {"parameter": "weight", "model": "zoo:sort", "low": 0.0, "high": 1.5, "layer_groups": 2},
+        ],
         "evaluation": {"tasks": ["evomerge_add", "evomerge_sort"], "limit": 50},
         "algorithm": {"population_size": 4, "generations": 3, "elite": 1},
         "budget": {"max_evaluations": 6},
@@ -39,11 +45,19 @@ def finished_search(zoo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     config_path = work / "search.yaml"
     config_path.write_text(yaml.safe_dump(config))
     uri = f"sqlite:///{work / 'mlflow.db'}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PREFECT_HOME": str(work / "prefect"),
-           "EVOMERGE_ZOO_DIR": str(zoo_dir)}
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": uri,
+        "PREFECT_HOME": str(work / "prefect"),
+        "EVOMERGE_ZOO_DIR": str(zoo_dir),
+    }
     result = subprocess.run(
         [sys.executable, "-m", "flows.cli", "search", str(config_path), "--out", str(work / "out")],
-        capture_output=True, text=True, timeout=900, env=env, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+        cwd=ROOT,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     summary = json.loads((work / "out" / "summary.json").read_text())
@@ -56,7 +70,8 @@ def candidate_runs(finished: dict[str, object]) -> list:  # type: ignore[type-ar
     assert isinstance(summary, dict)
     parent = client.get_run(summary["mlflow_run_id"])
     return client.search_runs(
-        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
         max_results=1000,
     )
 
@@ -85,7 +100,9 @@ def test_one_finished_nested_run_per_evaluation(finished_search: dict[str, objec
     keys = {run.data.tags["candidate_key"] for run in runs}
     assert len(keys) == 6  # no candidate was evaluated twice
     for run in runs:
-        assert {"generation", "candidate_id", "genetic_parents", "recipe_sha256", "tensors_sha256"} <= set(run.data.tags)
+        assert {"generation", "candidate_id", "genetic_parents", "recipe_sha256", "tensors_sha256"} <= set(
+            run.data.tags
+        )
         assert set(run.data.params) == {"weight/zoo:add", "weight/zoo:sort/g0", "weight/zoo:sort/g1"}
         assert run.data.metrics["fitness"] == pytest.approx(
             (run.data.metrics["evomerge_add/exact_match"] + run.data.metrics["evomerge_sort/exact_match"]) / 2
@@ -102,7 +119,11 @@ def test_recorded_recipes_merge_again_to_the_evaluated_tensors(finished_search: 
         out = work / "remerged" / run.data.tags["candidate_id"]
         result = subprocess.run(
             [sys.executable, "-m", "flows.cli", "merge", str(recipe_path), str(out), "--quiet"],
-            capture_output=True, text=True, timeout=300, env=finished_search["env"], cwd=ROOT,  # type: ignore[arg-type]
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=finished_search["env"],
+            cwd=ROOT,  # type: ignore[arg-type]
         )
         assert result.returncode == 0, result.stderr
         assert model_dir_sha256(out) == run.data.tags["tensors_sha256"]
