@@ -53,6 +53,9 @@ class MergePlan:
     out_dtype: torch.dtype | None
     random_seed: int = 0
     check_finite: bool = False
+    layer_sources: list[tuple[str, int]] = field(default_factory=list)
+    """For each output layer, the (model, layer) its first source takes it from."""
+    reference_layer_count: int = 0
     notes: list[str] = field(default_factory=list)
 
     def output_config(self) -> dict[str, Any]:
@@ -62,6 +65,11 @@ class MergePlan:
             if isinstance(config.get(key), int):
                 config[key] = self.output_layers
                 break
+        reference_layers = self.reference_layer_count
+        for key, value in list(config.items()):
+            # per-layer lists (Qwen2/Gemma `layer_types`) must follow the layers the output is built from
+            if isinstance(value, list) and len(value) == reference_layers and self.layer_sources:
+                config[key] = [self.sources[m].config[key][layer] for m, layer in self.layer_sources]
         dtype_name = self.recipe.out_dtype or self.recipe.dtype
         if dtype_name:
             config["torch_dtype"] = dtype_name
@@ -98,6 +106,10 @@ def _slices_of(recipe: Recipe, layers: dict[str, int]) -> list[OutputSlice]:
         raise ModelMismatchError(f"models have different layer counts ({detail}); use `slices` to align them")
     count = next(iter(counts.values()))
     sources = [InputSlice(model=e.model, layer_range=(0, count), parameters=e.parameters) for e in recipe.models]
+    if recipe.base_model and recipe.base_model not in {e.model for e in recipe.models}:
+        # mergekit appends an unlisted base as the last source, whatever the method: a method that ignores
+        # the base (linear, karcher) then averages it in too.
+        sources.append(InputSlice(model=recipe.base_model, layer_range=(0, count)))
     return [OutputSlice(sources=sources)]
 
 
@@ -189,6 +201,7 @@ class Planner:
 
         jobs = [self._job(name, {s.model: name for s in slices[0].sources}, slices[0], 0.0) for name in pre]
         output_layer = 0
+        layer_sources: list[tuple[str, int]] = []
         for out_slice in slices:
             span = out_slice.sources[0].layer_range[1] - out_slice.sources[0].layer_range[0]
             for offset in range(span):
@@ -196,6 +209,8 @@ class Planner:
                 for prefix, suffix in layer_suffixes:
                     inputs = {s.model: f"{prefix}.{s.layer_range[0] + offset}.{suffix}" for s in out_slice.sources}
                     jobs.append(self._job(f"{prefix}.{output_layer}.{suffix}", inputs, out_slice, t))
+                first = out_slice.sources[0]
+                layer_sources.append((first.model, first.layer_range[0] + offset))
                 output_layer += 1
         jobs += [self._job(name, {s.model: name for s in slices[-1].sources}, slices[-1], 0.0) for name in post]
         return MergePlan(
@@ -205,6 +220,8 @@ class Planner:
             jobs=jobs,
             reference_model=reference,
             output_layers=output_layer,
+            layer_sources=layer_sources,
+            reference_layer_count=layers[reference],
             compute_dtype=DTYPES.get(self.recipe.dtype or ""),
             out_dtype=DTYPES.get(self.recipe.out_dtype or ""),
         )

@@ -17,14 +17,18 @@ from tasks.merge.registry import ParameterSpec, merge_method
 def karcher(base: Tensor | None, models: list[Tensor], max_iter: float = 10, tol: float = 1e-5) -> Tensor:
     """The Karcher (Riemannian) mean of the models' directions on the unit sphere, by fixed-point
     iteration, scaled by their mean norm; every model weighs the same."""
+    if len(models) == 1:
+        return models[0]
     dtype = torch.float64 if models[0].dtype == torch.float64 else torch.float32
     count = len(models)
+    equal_share = [1.0 / count] * count
     norms = [torch.linalg.vector_norm(m.to(dtype)) for m in models]
     units = [(m / n).to(m.dtype) if n > 0 else torch.zeros_like(m) for m, n in zip(models, norms, strict=True)]
     valid = [i for i, n in enumerate(norms) if n > tol]
     if not valid:
         return torch.zeros_like(models[0])
-    alphas = [1.0 / len(valid)] * len(valid)
+    valid_total = sum(equal_share[i] for i in valid)
+    alphas = [equal_share[i] / valid_total for i in valid]
     mean = sum(a * units[i] for a, i in zip(alphas, valid, strict=True))
     assert isinstance(mean, Tensor)
     mean_norm = torch.linalg.vector_norm(mean.to(dtype))
@@ -44,5 +48,5 @@ def karcher(base: Tensor | None, models: list[Tensor], max_iter: float = 10, tol
         norm = torch.linalg.vector_norm(mean.to(dtype))
         if norm > tol:
             mean = (mean / norm).to(mean.dtype)
-    scale = sum(n for n in norms) / count
+    scale = sum(share * norm for share, norm in zip(equal_share, norms, strict=True))
     return (scale * mean).to(models[0].dtype)

@@ -20,13 +20,14 @@ def slerp_tensors(t: float, start: Tensor, end: Tensor) -> Tensor:
     norm_a = torch.where(norm_a > EPS, norm_a, torch.ones_like(norm_a))
     norm_b = torch.where(norm_b > EPS, norm_b, torch.ones_like(norm_b))
     dot = ((a / norm_a) * (b / norm_b)).sum().clamp(-1, 1)
+    position = torch.tensor(t, dtype=dtype)  # 1 - t rounded in the compute dtype, as mergekit does
     if dot.abs() > DOT_THRESHOLD:
-        coefficient_a = torch.tensor(1 - t, dtype=dtype)
-        coefficient_b = torch.tensor(t, dtype=dtype)
+        coefficient_a = 1 - position
+        coefficient_b = position
     else:
         theta = torch.acos(dot)
-        coefficient_a = torch.sin((1 - t) * theta) / torch.sin(theta)
-        coefficient_b = torch.sin(t * theta) / torch.sin(theta)
+        coefficient_a = torch.sin((1 - position) * theta) / torch.sin(theta)
+        coefficient_b = torch.sin(position * theta) / torch.sin(theta)
     return (coefficient_a * a + coefficient_b * b).to(start.dtype)
 
 
