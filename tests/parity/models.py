@@ -1,0 +1,224 @@
+"""Small seeded parent models for the mergekit parity suite.
+
+Every layout is a real Hugging Face checkpoint written with `save_pretrained` (safetensors): a randomly
+initialised `base` and "fine-tuned" variants `a`, `b`, `c` = base + small seeded per-tensor deltas, so task
+vectors are meaningful and slerp sees tensors that are neither parallel nor orthogonal. Built from the main
+venv's transformers; mergekit (its own venv) reads the same directories.
+
+Layouts: Llama (untied), Mistral, Qwen2 (q/k/v biases), Gemma (tied), GPT-2 (Conv1D, `transformer.h.N`,
+tied lm_head), all float32; Llama again in bfloat16, and with mixed float32/bfloat16/float16 parents.
+
+Deltas are scaled per tensor: weight matrices move by ~35% of their own spread (cosine to the base ~0.94,
+so slerp takes its spherical branch), norm vectors of ones move by ~0.02 (cosine > 0.9995, so slerp takes
+its linear fallback). Variant `b` leaves the first layer's input norm untouched (a zero task vector: the
+sign-0 / divisor-0 corner of TIES), and GPT-2's all-zero base biases exercise slerp's zero-norm guard.
+
+    python tests/parity/models.py OUT_DIR      # build every layout under OUT_DIR/<layout>/<variant>
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import sys
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import (
+    GemmaConfig,
+    GemmaForCausalLM,
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    PretrainedConfig,
+    PreTrainedModel,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
+
+VARIANTS = ("a", "b", "c")
+DELTA_SCALE = {"a": 0.35, "b": 0.30, "c": 0.40}
+UNCHANGED_IN_B = ("layers.0.input_layernorm.weight", "h.0.ln_1.weight")
+
+
+@dataclass(frozen=True)
+class Layout:
+    name: str
+    build: Callable[[], tuple[type[PreTrainedModel], PretrainedConfig]]
+    dtype: torch.dtype = torch.float32
+    tokenizer: bool = False
+    seed: int = 0
+    variant_dtypes: tuple[tuple[str, torch.dtype], ...] = ()  # per-variant override of `dtype`
+
+    @property
+    def num_layers(self) -> int:
+        _, config = self.build()
+        return int(getattr(config, "num_hidden_layers", None) or config.n_layer)
+
+
+def _llama() -> tuple[type[PreTrainedModel], PretrainedConfig]:
+    return LlamaForCausalLM, LlamaConfig(
+        vocab_size=96,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        tie_word_embeddings=False,
+    )
+
+
+def _mistral() -> tuple[type[PreTrainedModel], PretrainedConfig]:
+    return MistralForCausalLM, MistralConfig(
+        vocab_size=80,
+        hidden_size=48,
+        intermediate_size=96,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=12,
+        max_position_embeddings=64,
+        sliding_window=32,
+        tie_word_embeddings=False,
+    )
+
+
+def _qwen2() -> tuple[type[PreTrainedModel], PretrainedConfig]:
+    return Qwen2ForCausalLM, Qwen2Config(
+        vocab_size=72,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        tie_word_embeddings=False,
+    )
+
+
+def _gemma() -> tuple[type[PreTrainedModel], PretrainedConfig]:
+    return GemmaForCausalLM, GemmaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        max_position_embeddings=64,
+        tie_word_embeddings=True,
+    )
+
+
+def _gpt2() -> tuple[type[PreTrainedModel], PretrainedConfig]:
+    return GPT2LMHeadModel, GPT2Config(
+        vocab_size=64,
+        n_positions=32,
+        n_embd=32,
+        n_layer=3,
+        n_head=2,
+        bos_token_id=1,
+        eos_token_id=2,
+        tie_word_embeddings=True,
+    )
+
+
+LAYOUTS: dict[str, Layout] = {
+    layout.name: layout
+    for layout in (
+        Layout("llama", _llama, tokenizer=True, seed=11),
+        Layout("mistral", _mistral, seed=12),
+        Layout("qwen2", _qwen2, seed=13),
+        Layout("gemma", _gemma, seed=14),
+        Layout("gpt2", _gpt2, seed=15),
+        Layout("llama_bf16", _llama, dtype=torch.bfloat16, seed=16),
+        # mixed parents: base and a in float32, b in bfloat16, c in float16 (mergekit promotes per tensor)
+        Layout("llama_mixed", _llama, seed=17, variant_dtypes=(("b", torch.bfloat16), ("c", torch.float16))),
+    )
+}
+
+
+def _generator(*parts: object) -> torch.Generator:
+    generator = torch.Generator()
+    generator.manual_seed(zlib.crc32("|".join(map(str, parts)).encode()))
+    return generator
+
+
+def _delta(name: str, value: torch.Tensor, layout: Layout, variant: str) -> torch.Tensor:
+    if variant == "b" and name.endswith(UNCHANGED_IN_B):
+        return torch.zeros_like(value)
+    spread = value.float().std().item() if value.numel() > 1 else 0.0
+    if spread < 1e-6:  # norm weights (all ones) and zero biases
+        spread = 0.05
+    noise = torch.randn(value.shape, generator=_generator(layout.seed, variant, name))
+    return DELTA_SCALE[variant] * spread * noise
+
+
+def _write_tokenizer(out_dir: Path, vocab_size: int) -> None:
+    """A tiny word-level tokenizer (no download): tokenizer.json + tokenizer_config.json + specials."""
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+    for index in range(3, vocab_size):
+        vocab[f"w{index}"] = index
+    backend = Tokenizer(WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+    tokenizer.save_pretrained(out_dir)
+
+
+def build_layout(layout: Layout, root: Path) -> dict[str, Path]:
+    """Write `base` and the variants of one layout under `root/<layout>/`; returns name -> directory."""
+    model_class, config = layout.build()
+    torch.manual_seed(layout.seed)
+    base = model_class(config).eval()
+    paths: dict[str, Path] = {}
+    for variant in ("base", *VARIANTS):
+        model = copy.deepcopy(base)  # deltas are added in float32, then the model is cast and saved
+        if variant != "base":
+            with torch.no_grad():
+                for name, parameter in model.named_parameters():  # tied parameters appear once
+                    parameter.add_(_delta(name, parameter.data, layout, variant))
+        out_dir = root / layout.name / variant
+        model.to(dict(layout.variant_dtypes).get(variant, layout.dtype)).save_pretrained(out_dir)
+        if layout.tokenizer:
+            _write_tokenizer(out_dir, config.vocab_size)
+        paths[variant] = out_dir
+    return paths
+
+
+def build_all(root: Path, layouts: list[str] | None = None) -> dict[str, dict[str, Path]]:
+    root = Path(root)
+    done = root / "manifest.json"
+    wanted = layouts or list(LAYOUTS)
+    if done.exists():
+        manifest = json.loads(done.read_text())
+        if manifest.get("source_sha256") == source_sha256() and all(name in manifest for name in wanted):
+            return {name: {k: Path(v) for k, v in manifest[name].items()} for name in wanted}
+    built = {name: build_layout(LAYOUTS[name], root) for name in wanted}
+    manifest = {n: {k: str(v) for k, v in p.items()} for n, p in built.items()}
+    done.write_text(json.dumps({"source_sha256": source_sha256(), **manifest}, indent=2))
+    return built
+
+
+def source_sha256() -> str:
+    """Identity of the model definitions (this file) and the torch build that initialises them."""
+    return hashlib.sha256(Path(__file__).read_bytes() + torch.__version__.encode()).hexdigest()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    for name, paths in build_all(Path(sys.argv[1])).items():
+        print(name, " ".join(str(p) for p in paths.values()))
