@@ -1,0 +1,100 @@
+"""Builds the demo zoo into a temporary directory and prints what was measured: build wall time, CPU
+count, each model's size on disk and lm-eval accuracy on every skill (both splits), the weight hashes,
+the wall time of one evaluation (200 prompts x 2 tasks) and, with --rebuild, whether a second build with
+the same seed is byte-identical. Prints; asserts nothing.
+
+    .venv/bin/python tests/benchmarks/zoo_build.py [--seed N] [--rebuild] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from tasks.zoo import SKILLS, ZooManifest, build_zoo  # noqa: E402
+
+
+def _print_event(event: object) -> None:
+    print(f"  [{event.elapsed_seconds:6.1f} s] {event.completed}/{event.total} {event.message}", flush=True)
+
+
+def _build(out: Path, seed: int) -> tuple[ZooManifest, float]:
+    started = time.perf_counter()
+    manifest = build_zoo(out, seed=seed, progress=_print_event)
+    return manifest, time.perf_counter() - started
+
+
+def _evaluation_timing(zoo_dir: Path, repeats: int = 10) -> tuple[float, float, list[float]]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tasks.evaluate import EvaluationConfig, Evaluator
+
+    started = time.perf_counter()
+    evaluator = Evaluator(EvaluationConfig(tasks=("evomerge_add", "evomerge_sort")))
+    setup = time.perf_counter() - started
+    model = AutoModelForCausalLM.from_pretrained(zoo_dir / "add")
+    tokenizer = AutoTokenizer.from_pretrained(zoo_dir / "add")
+    started = time.perf_counter()
+    evaluator.evaluate(model, tokenizer)
+    first = time.perf_counter() - started
+    timings = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        evaluator.evaluate(model, tokenizer)
+        timings.append(time.perf_counter() - started)
+    return setup, first, timings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rebuild", action="store_true", help="build a second time and compare weight hashes")
+    parser.add_argument("--out", type=Path, default=None, help="zoo directory (default: a temporary one)")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    out = args.out or Path(tempfile.mkdtemp(prefix="evomerge-zoo-")) / "zoo"
+
+    print(f"building the zoo (seed {args.seed}) into {out}")
+    manifest, wall = _build(out, args.seed)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    print(f"build wall time: {wall:.1f} s (manifest: {manifest.build_seconds:.1f} s) on {cores} CPU cores")
+    print(f"workers: {manifest.workers}; torch {manifest.torch_version}; transformers {manifest.transformers_version}")
+    header = "".join(f"{skill:>9}" for skill in SKILLS)
+    print(f"\n{'model':<9}{'train s':>9}{'MB':>7}{header}{'mean':>7}{'min':>7}   test split:{header}")
+    for name, entry in manifest.models.items():
+        search = [entry.accuracy[skill] for skill in SKILLS]
+        test = "".join(f"{entry.test_accuracy[skill]:>9.3f}" for skill in SKILLS)
+        print(
+            f"{name:<9}{entry.train_seconds:>9.1f}{entry.size_bytes / 1e6:>7.2f}"
+            + "".join(f"{value:>9.3f}" for value in search)
+            + f"{statistics.mean(search):>7.3f}{min(search):>7.3f}              {test}"
+        )
+    print("\nweight files (sha256):")
+    for path, digest in manifest.weight_hashes().items():
+        print(f"  {path:<28} {digest}")
+
+    setup, first, timings = _evaluation_timing(out)
+    print(
+        f"\nevaluation of 200 prompts x 2 tasks: Evaluator setup {setup:.2f} s, first call {first:.2f} s, "
+        f"then median {statistics.median(timings):.3f} s (min {min(timings):.3f}, max {max(timings):.3f})"
+    )
+
+    if args.rebuild:
+        second_out = out.with_name(out.name + "-rebuild")
+        print(f"\nrebuilding into {second_out}")
+        second, second_wall = _build(second_out, args.seed)
+        identical = second.weight_hashes() == manifest.weight_hashes()
+        print(f"rebuild wall time: {second_wall:.1f} s; byte-identical weights: {identical}")
+
+
+if __name__ == "__main__":
+    main()
