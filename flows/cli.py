@@ -112,6 +112,21 @@ def merge(
         _fail(error)
 
 
+def _ensure_zoo(target: Path, seed: int = 0, rebuild: bool = False) -> object:
+    """Build (or reuse) the zoo with a progress bar; training is minutes on 2 CPU cores."""
+    from rich.progress import TimeElapsedColumn
+
+    from tasks.zoo import build_zoo, ensure_zoo, rich_progress_callback
+
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=errors
+    ) as progress:
+        report = rich_progress_callback(progress, "zoo")
+        if rebuild:
+            return build_zoo(target, seed=seed, progress=report)
+        return ensure_zoo(target, seed=seed, progress=report)
+
+
 @zoo_app.command("build")
 def zoo_build(
     out: Annotated[Path | None, typer.Option(help="zoo directory (default: EVOMERGE_ZOO_DIR or ./zoo)")] = None,
@@ -119,20 +134,31 @@ def zoo_build(
     force: Annotated[bool, typer.Option(help="rebuild even if a zoo with this seed exists")] = False,
 ) -> None:
     """Train the demo zoo: a tokenizer, a tiny Llama base and one expert per skill (minutes on 2 CPU cores)."""
-    from tasks.zoo import build_zoo, default_zoo_dir, ensure_zoo
+    from tasks.zoo import default_zoo_dir
 
     target = out or default_zoo_dir()
     try:
-        manifest = build_zoo(target, seed=seed) if force else ensure_zoo(target, seed=seed)
+        manifest = _ensure_zoo(target, seed, rebuild=force)
     except EvomergeError as error:
         _fail(error)
-    console.print(f"zoo ready in {target}")
-    console.print_json(data=_manifest_summary(manifest))
+    console.print(f"zoo ready in {target}", soft_wrap=True)
+    _print_zoo_table(manifest)
 
 
-def _manifest_summary(manifest: object) -> object:
-    to_dict = getattr(manifest, "model_dump", None) or getattr(manifest, "to_json", None)
-    return to_dict() if callable(to_dict) else manifest
+def _print_zoo_table(manifest: object) -> None:
+    from rich.table import Table
+
+    from tasks.zoo import ZooManifest
+
+    assert isinstance(manifest, ZooManifest)
+    table = Table(title="demo zoo: exact match on held-out prompts (search split)")
+    table.add_column("model")
+    skills = list(manifest.skills)
+    for skill in skills:
+        table.add_column(skill, justify="right")
+    for name, entry in manifest.models.items():
+        table.add_row(name, *(f"{entry.accuracy.get(skill, float('nan')):.3f}" for skill in skills))
+    console.print(table)
 
 
 @app.command()
@@ -157,11 +183,11 @@ def demo(
     out: Annotated[Path | None, typer.Option(help="output directory (default: runs/demo)")] = None,
 ) -> None:
     """Build the zoo if it is missing, then run the demo search (configs/searches/demo.yaml)."""
-    from tasks.zoo import default_zoo_dir, ensure_zoo
+    from tasks.zoo import default_zoo_dir
 
     try:
-        console.print(f"demo zoo: {default_zoo_dir()}")
-        ensure_zoo(default_zoo_dir())
+        console.print(f"demo zoo: {default_zoo_dir()}", soft_wrap=True)
+        _ensure_zoo(default_zoo_dir())
     except EvomergeError as error:
         _fail(error)
     search(DEMO_CONFIG, out, None)

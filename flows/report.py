@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -34,9 +36,18 @@ def scores_table(summary: dict[str, Any]) -> Table:
 def print_search_report(summary: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console()
     console.print(scores_table(summary))
-    console.print(f"evaluations: {summary['evaluations']} (failed: {summary['failed']})")
-    console.print(f"winner model directory: {summary['best']['model_dir']}")
-    console.print(f"MLflow run {summary['mlflow_run_id']} in {summary['mlflow_tracking_uri']}")
-    console.print(f"  open it with: {ui_command(summary['mlflow_tracking_uri'])}")
-    console.print(f"Prefect flow run: {summary['prefect_flow_run_id']}")
-    console.print("  (embedded Prefect; for the UI run `make services` and set PREFECT_API_URL)")
+    lines = [
+        f"evaluations: {summary['evaluations']} (failed: {summary['failed']})",
+        f"winner model directory: {summary['best']['model_dir']}",
+        f"summary: {Path(summary['best']['model_dir']).parent / 'summary.json'}",
+        f"MLflow: run {summary['mlflow_run_id']} in {summary['mlflow_tracking_uri']}",
+        f"  open it with: {ui_command(summary['mlflow_tracking_uri'])}",
+        f"Prefect: flow run {summary.get('prefect_flow_run_name', '')} ({summary['prefect_flow_run_id']})",
+    ]
+    api = os.environ.get("PREFECT_API_URL")
+    if api:
+        lines.append(f"  in the Prefect UI: {api.removesuffix('/api')}/runs/flow-run/{summary['prefect_flow_run_id']}")
+    else:
+        lines.append("  (embedded Prefect; `make services` starts a server with a UI, then set PREFECT_API_URL)")
+    for line in lines:
+        console.print(line, soft_wrap=True, highlight=False)

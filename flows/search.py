@@ -19,7 +19,6 @@ from typing import Any
 from prefect import flow
 from prefect.runtime import flow_run
 from rich.console import Console
-from tasks.evaluate import EvaluationConfig, Evaluator
 
 from flows import stages
 from flows.paths import evomerge_version, runs_dir
@@ -28,6 +27,7 @@ from genetics.ga import GeneticAlgorithm, Individual
 from genetics.search_config import SearchConfig, load_search_config
 from tasks.candidate import CandidateRecord, candidate_key
 from tasks.errors import EvomergeError
+from tasks.evaluate import EvaluationConfig, Evaluator
 from tasks.merge.plan import plan_merge
 from tasks.merge.writer import write_model
 from tasks.select import fitness_of, task_scores
@@ -117,12 +117,13 @@ def search(config_path: str, output_dir: str | None = None, zoo_dir: str | None 
             **{f"parent_model_sha256/{ref}": digest for ref, digest in parent_hashes.items()},
         },
     )
+    task_order = list(config.evaluation.tasks)
     ok = False
     try:
         parents: dict[str, dict[str, float]] = {}
         for ref in references:
             stages.merge(workbench, None, parent=ref)
-            parents[ref] = task_scores(stages.evaluate(workbench, evaluator), config.evaluation.metric)
+            parents[ref] = task_scores(stages.evaluate(workbench, evaluator), config.evaluation.metric, task_order)
             tracker.log_parent_scores(ref, parents[ref])
             console.print(f"parent {ref}: " + ", ".join(f"{t} {v:.3f}" for t, v in parents[ref].items()))
 
@@ -199,7 +200,7 @@ def search(config_path: str, output_dir: str | None = None, zoo_dir: str | None 
             "best": {
                 "candidate_id": best.candidate_id,
                 "recipe": best.recipe.canonical_dict(),
-                "scores": task_scores(best.scores, config.evaluation.metric),
+                "scores": task_scores(best.scores, config.evaluation.metric, task_order),
                 "fitness": best.fitness,
                 "tensors_sha256": best.tensors_sha256,
                 "model_dir": str(best_dir),
@@ -209,6 +210,7 @@ def search(config_path: str, output_dir: str | None = None, zoo_dir: str | None 
             "mlflow_run_id": tracker.run_id,
             "mlflow_tracking_uri": tracker.uri,
             "prefect_flow_run_id": str(flow_run.get_id() or ""),
+            "prefect_flow_run_name": str(flow_run.get_name() or ""),
             "evomerge_version": evomerge_version(),
         }
         _write_json_atomically(out / "summary.json", summary)

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from tasks.evaluate import Evaluator
 
 from tasks.candidate import CandidateRecord
 from tasks.download import ResolvedModel, download_model
+from tasks.evaluate import Evaluator
 from tasks.merge.recipe import Recipe
 from tasks.select import best_candidate
 from tasks.workbench import Workbench

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Literal
 
 from tasks.candidate import CandidateRecord
 from tasks.errors import EvaluationError
 
 
-def task_scores(scores: dict[str, dict[str, float]], metric: str) -> dict[str, float]:
-    """`{task: value of metric}`; a task that did not report the metric is an error, not a zero."""
+def task_scores(scores: dict[str, dict[str, float]], metric: str, order: Sequence[str] = ()) -> dict[str, float]:
+    """`{task: value of metric}` with the tasks in `order` first (as the user listed them), the rest sorted;
+    a task that did not report the metric is an error, not a zero."""
     result: dict[str, float] = {}
-    for task, metrics in scores.items():
+    ranked = [t for t in order if t in scores] + sorted(t for t in scores if t not in order)
+    for task in ranked:
+        metrics = scores[task]
         if metric not in metrics:
             raise EvaluationError(f"task {task} reported no {metric!r} (it has: {', '.join(sorted(metrics))})")
         result[task] = float(metrics[metric])
