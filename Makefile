@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: help setup demo test test-unit zoo bench lint format services services-stop clean
+.PHONY: help setup demo test parity-env test-unit zoo bench lint format services services-stop clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -21,9 +21,13 @@ setup: $(STAMP) ## create .venv and install evomerge with its pinned dependencie
 demo: setup ## build the demo zoo (if missing) and run the demo search
 	$(BIN)/evomerge demo
 
-test: setup ## run the unit and integration tests (builds the zoo once if missing)
+test: setup parity-env ## lint, unit and integration tests, and mergekit parity (builds the zoo once if missing)
 	$(BIN)/ruff check .
 	$(BIN)/pytest -ra
+	EVOMERGE_PARITY_REQUIRED=1 $(BIN)/pytest -ra tests/parity
+
+parity-env: ## install the reference mergekit 0.1.5 into .venv-mergekit (for tests/parity)
+	bash tests/parity/setup_mergekit.sh
 
 test-unit: setup ## only the fast unit tests
 	$(BIN)/pytest -ra tests/unit
@@ -50,4 +54,4 @@ services-stop: ## stop them
 	infra/services.sh stop
 
 clean: ## remove the virtual environment, the zoo and all runs
-	rm -rf $(VENV) zoo runs mlruns .pytest_cache
+	rm -rf $(VENV) .venv-mergekit zoo runs mlruns .pytest_cache
