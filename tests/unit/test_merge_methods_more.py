@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from tasks.merge.methods.breadcrumbs import breadcrumbs
+from tasks.merge.methods.breadcrumbs import breadcrumbs_linear as breadcrumbs
 from tasks.merge.methods.dare import dare_linear, dare_ties
 from tasks.merge.methods.della import della_linear
 from tasks.merge.methods.karcher import karcher

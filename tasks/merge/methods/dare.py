@@ -3,6 +3,8 @@ rescaling, then either plain task arithmetic (dare_linear) or TIES sign consensu
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import Tensor
 
@@ -11,17 +13,18 @@ from tasks.merge.methods.task_vectors import generalized_task_arithmetic, gta_pa
 from tasks.merge.registry import merge_method
 
 
-def _dare(
+def dare(
     base: Tensor,
     models: list[Tensor],
     weight: list[float],
     density: list[float],
     generator: torch.Generator,
+    normalize: bool = False,
+    rescale: bool = True,
+    int8_mask: bool = False,
     *,
     consensus: bool,
-    normalize: bool,
-    rescale: bool,
-    scale: float,
+    **options: float,
 ) -> Tensor:
     return generalized_task_arithmetic(
         base,
@@ -30,55 +33,14 @@ def _dare(
         prune=lambda delta, i: bernoulli_prune(delta, density[i], generator, rescale_l1=rescale),
         consensus=consensus,
         normalize=normalize,
-        scale=scale,
-    )
-
-
-@merge_method("dare_ties", base="required", stochastic=True, parameters=gta_parameters(normalize=False, rescale=True))
-def dare_ties(
-    base: Tensor,
-    models: list[Tensor],
-    weight: list[float],
-    density: list[float],
-    generator: torch.Generator,
-    normalize: bool = False,
-    rescale: bool = True,
-    int8_mask: bool = False,
-    **options: float,
-) -> Tensor:
-    return _dare(
-        base,
-        models,
-        weight,
-        density,
-        generator,
-        consensus=True,
-        normalize=normalize,
-        rescale=rescale,
         scale=float(options.get("lambda", 1.0)),
     )
 
 
-@merge_method("dare_linear", base="required", stochastic=True, parameters=gta_parameters(normalize=False, rescale=True))
-def dare_linear(
-    base: Tensor,
-    models: list[Tensor],
-    weight: list[float],
-    density: list[float],
-    generator: torch.Generator,
-    normalize: bool = False,
-    rescale: bool = True,
-    int8_mask: bool = False,
-    **options: float,
-) -> Tensor:
-    return _dare(
-        base,
-        models,
-        weight,
-        density,
-        generator,
-        consensus=False,
-        normalize=normalize,
-        rescale=rescale,
-        scale=float(options.get("lambda", 1.0)),
-    )
+PARAMETERS = gta_parameters(normalize=False, rescale=True)
+dare_ties = merge_method("dare_ties", base="required", stochastic=True, parameters=PARAMETERS)(
+    partial(dare, consensus=True)
+)
+dare_linear = merge_method("dare_linear", base="required", stochastic=True, parameters=PARAMETERS)(
+    partial(dare, consensus=False)
+)

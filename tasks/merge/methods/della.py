@@ -1,7 +1,9 @@
 """DELLA-Merging (Deep et al. 2024): magnitude-ranked random drop (MagPrune) of task-vector entries;
-`della` adds the TIES sign consensus, `della_linear` does not."""
+`della` adds the TIES sign consensus, `della_linear` does not. Their defaults differ as in mergekit."""
 
 from __future__ import annotations
+
+from functools import partial
 
 import torch
 from torch import Tensor
@@ -13,18 +15,19 @@ from tasks.merge.registry import ParameterSpec, merge_method
 EPSILON = (ParameterSpec("epsilon", "per_model", default=0.15, low=0.0, high=1.0),)
 
 
-def _della(
+def della(
     base: Tensor,
     models: list[Tensor],
     weight: list[float],
     density: list[float],
     epsilon: list[float],
     generator: torch.Generator,
+    normalize: bool,
+    rescale: bool = True,
+    int8_mask: bool = False,
     *,
     consensus: bool,
-    normalize: bool,
-    rescale: bool,
-    scale: float,
+    **options: float,
 ) -> Tensor:
     return generalized_task_arithmetic(
         base,
@@ -33,66 +36,16 @@ def _della(
         prune=lambda delta, i: della_prune(delta, density[i], epsilon[i], generator, rescale_l1=rescale),
         consensus=consensus,
         normalize=normalize,
-        scale=scale,
-    )
-
-
-@merge_method(
-    "della", base="required", stochastic=True, parameters=gta_parameters(normalize=True, rescale=True, extra=EPSILON)
-)
-def della(
-    base: Tensor,
-    models: list[Tensor],
-    weight: list[float],
-    density: list[float],
-    epsilon: list[float],
-    generator: torch.Generator,
-    normalize: bool = True,
-    rescale: bool = True,
-    int8_mask: bool = False,
-    **options: float,
-) -> Tensor:
-    return _della(
-        base,
-        models,
-        weight,
-        density,
-        epsilon,
-        generator,
-        consensus=True,
-        normalize=normalize,
-        rescale=rescale,
         scale=float(options.get("lambda", 1.0)),
     )
 
 
-@merge_method(
+della_ties = merge_method(
+    "della", base="required", stochastic=True, parameters=gta_parameters(normalize=True, rescale=True, extra=EPSILON)
+)(partial(della, consensus=True, normalize=True))
+della_linear = merge_method(
     "della_linear",
     base="required",
     stochastic=True,
     parameters=gta_parameters(normalize=False, rescale=True, extra=EPSILON),
-)
-def della_linear(
-    base: Tensor,
-    models: list[Tensor],
-    weight: list[float],
-    density: list[float],
-    epsilon: list[float],
-    generator: torch.Generator,
-    normalize: bool = False,
-    rescale: bool = True,
-    int8_mask: bool = False,
-    **options: float,
-) -> Tensor:
-    return _della(
-        base,
-        models,
-        weight,
-        density,
-        epsilon,
-        generator,
-        consensus=False,
-        normalize=normalize,
-        rescale=rescale,
-        scale=float(options.get("lambda", 1.0)),
-    )
+)(partial(della, consensus=False, normalize=False))
