@@ -37,6 +37,7 @@ zoo: setup ## (re)build the demo zoo into ./zoo
 
 bench: setup ## run the benchmark scripts (they print measured numbers)
 	$(BIN)/python tests/benchmarks/zoo_build.py
+	$(BIN)/python tests/benchmarks/zoo_merge_grid.py
 	$(BIN)/python tests/benchmarks/demo_search.py
 
 lint: setup ## ruff lint and format check
