@@ -33,7 +33,7 @@ def tracking_uri() -> str:
 def ui_command(uri: str) -> str:
     if uri.startswith("sqlite:"):
         return f"mlflow ui --backend-store-uri {uri}"
-    return f"open {uri}"
+    return f"browse to {uri} (the MLflow server's UI)"
 
 
 def _metric_key(task: str, metric: str) -> str:
