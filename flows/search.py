@@ -170,16 +170,12 @@ def search(config_path: str, output_dir: str | None = None, zoo_dir: str | None 
                 break
             algorithm.tell(scored)
             best_so_far = stages.select(state.records)
-            finished = [r.fitness for r in state.records if r.fitness is not None]
+            failed = sum(r.status == "failed" for r in state.records)
             console.print(
                 f"generation {generation}: {state.evaluations} evaluations, "
                 f"best {best_so_far.fitness if best_so_far else float('nan'):.3f}, "
                 f"generation mean {sum(i.fitness or 0 for i in scored) / len(scored):.3f}"
-                + (
-                    f" (failed {sum(r.status == 'failed' for r in state.records)})"
-                    if len(finished) < state.evaluations
-                    else ""
-                )
+                + (f" (failed {failed})" if failed else "")
             )
             if budget is not None and state.evaluations >= budget:
                 break

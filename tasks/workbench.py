@@ -11,7 +11,7 @@ from pathlib import Path
 
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from tasks.merge.engine import iter_merged_tensors, write_into_model
+from tasks.merge.engine import load_into_model, write_into_model
 from tasks.merge.plan import MergePlan, plan_merge
 from tasks.merge.recipe import Recipe
 from tasks.merge.tensor_io import ModelSource
@@ -31,7 +31,7 @@ class Workbench:
 
     def load_recipe(self, recipe: Recipe) -> str:
         """Merge `recipe` into the live model; returns the merged tensors' sha256."""
-        return write_into_model(iter_merged_tensors(self.plan(recipe), self.device), self.model)
+        return load_into_model(self.plan(recipe), self.model, self.device)
 
     def load_parent(self, name: str) -> str:
         """Put one parent's own weights in the live model (to score the parents with the same machinery)."""

@@ -56,7 +56,7 @@ def verify_finite(plan: MergePlan) -> None:
     spread them silently into the child."""
     seen: set[tuple[str, str]] = set()
     for job in plan.jobs:
-        for item in ([job.base] if job.base else []) + list(job.models):
+        for item in job.inputs:
             if (item.model, item.tensor) in seen:
                 continue
             seen.add((item.model, item.tensor))

@@ -6,7 +6,9 @@ written ~1.4 GB/s); they give an order of magnitude, not a promise.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from functools import reduce
 
 import torch
 
@@ -26,23 +28,16 @@ class PlanEstimate:
     seconds: float
 
 
-def _numel(shape: tuple[int, ...]) -> int:
-    count = 1
-    for size in shape:
-        count *= size
-    return count
-
-
 def estimate_plan(plan: MergePlan, shard_bytes: int) -> PlanEstimate:
     bytes_to_write = 0
     largest_job = 0
     for job in plan.jobs:
-        inputs = ([job.base] if job.base else []) + list(job.models)
-        dtypes = [plan.sources[i.model].tensors[i.tensor].dtype for i in inputs]
-        compute = plan.compute_dtype or dtypes[0]
-        for dtype in dtypes[1:]:
-            compute = compute if plan.compute_dtype else torch.promote_types(compute, dtype)
-        numel = _numel(job.shape)
+        inputs = job.inputs
+        # the engine casts to the recipe's dtype, or else promotes the inputs to a common dtype
+        compute = plan.compute_dtype or reduce(
+            torch.promote_types, (plan.sources[i.model].tensors[i.tensor].dtype for i in inputs)
+        )
+        numel = math.prod(job.shape)
         out_itemsize = (plan.out_dtype or compute).itemsize
         bytes_to_write += numel * out_itemsize
         # inputs + a stacked copy of the task vectors + the result; sorting methods add int64 indices

@@ -7,6 +7,7 @@ or recipe key. A plan holds no tensor data, so it is cheap and can be printed (`
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,11 @@ class TensorJob:
     per_model: Mapping[str, tuple[Value, ...]]
     shared: Mapping[str, Value]
     shape: tuple[int, ...]
+
+    @property
+    def inputs(self) -> list[TensorInput]:
+        """Every tensor this job reads, the base first."""
+        return ([self.base] if self.base else []) + list(self.models)
 
 
 @dataclass
@@ -80,17 +86,10 @@ class MergePlan:
     def bytes_to_read(self) -> int:
         total = 0
         for job in self.jobs:
-            for item in ([job.base] if job.base else []) + list(job.models):
+            for item in job.inputs:
                 info = self.sources[item.model].tensors[item.tensor]
-                total += _numel(info.shape) * info.dtype.itemsize
+                total += math.prod(info.shape) * info.dtype.itemsize
         return total
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    count = 1
-    for size in shape:
-        count *= size
-    return count
 
 
 def _slices_of(recipe: Recipe, layers: dict[str, int]) -> list[OutputSlice]:
