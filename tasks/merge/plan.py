@@ -40,6 +40,13 @@ class TensorJob:
     per_model: Mapping[str, tuple[Value, ...]]
     shared: Mapping[str, Value]
     shape: tuple[int, ...]
+    dtype: torch.dtype
+    """The output dtype, known before computing: the recipe's `out_dtype`, else the inputs' dtype after the
+    cast to `dtype` and promotion to a common one (what every method returns)."""
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
 
     @property
     def inputs(self) -> list[TensorInput]:
@@ -288,7 +295,21 @@ class Planner:
             if value is None:
                 raise RecipeError(f"{self.where}: parameters.{spec.name}: required by {self.method.name}")
             shared[spec.name] = value
-        return TensorJob(output_name, base, tuple(models), per_model, shared, next(iter(shapes.values())))
+        dtype = self._output_dtype(([base] if base else []) + models)
+        return TensorJob(output_name, base, tuple(models), per_model, shared, next(iter(shapes.values())), dtype)
+
+    def _output_dtype(self, inputs: list[TensorInput]) -> torch.dtype:
+        compute = DTYPES.get(self.recipe.dtype or "")
+        common: torch.dtype | None = None
+        for item in inputs:
+            dtype = self.sources[item.model].tensors[item.tensor].dtype
+            if compute is not None and dtype.is_floating_point:
+                dtype = compute
+            common = dtype if common is None else torch.promote_types(common, dtype)
+        assert common is not None
+        if self.method.result_at_least is not None and common.is_floating_point:
+            common = torch.promote_types(common, self.method.result_at_least)
+        return DTYPES.get(self.recipe.out_dtype or "") or common
 
 
 def _is_vocabulary_tensor(name: str) -> bool:

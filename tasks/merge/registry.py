@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import torch
 from torch import Tensor
 
 Scope = Literal["per_model", "global"]
@@ -65,6 +66,12 @@ class MergeMethod:
     exact_models: int | None = None
     min_models: int = 1
     stochastic: bool = False
+    result_at_least: torch.dtype | None = None
+    """The method's result is promoted to at least this dtype whatever the inputs' (arcee_fusion multiplies
+    by a float32 mask, and mergekit writes what the method returns)."""
+    elementwise: bool = False
+    """Each output entry depends only on the same entry of the inputs (no norms, ranks or sums over the
+    tensor): the engine may then run the method block by block, in cache-sized pieces."""
 
     @property
     def needs_base(self) -> bool:
@@ -88,15 +95,29 @@ def merge_method(
     exact_models: int | None = None,
     min_models: int = 1,
     stochastic: bool = False,
+    elementwise: bool = False,
+    result_at_least: torch.dtype | None = None,
 ) -> Callable[[Callable[..., Tensor]], Callable[..., Tensor]]:
     """Register `function` under `name`. The function receives `base` (or None), `models` (the tensors to
     merge, the base excluded when it is used as a base), per-model parameters as lists aligned with
-    `models`, global parameters as keyword arguments, and a seeded `generator` when `stochastic`."""
+    `models`, global parameters as keyword arguments, and a seeded `generator` when `stochastic`. Declare
+    `elementwise` only when the function, given 1-D slices of its inputs, returns the same slice of the
+    result it would compute on whole tensors."""
 
     def register(function: Callable[..., Tensor]) -> Callable[..., Tensor]:
         if name in METHODS:
             raise ValueError(f"merge method {name!r} registered twice")
-        METHODS[name] = MergeMethod(name, function, base, parameters, exact_models, min_models, stochastic)
+        METHODS[name] = MergeMethod(
+            name,
+            function,
+            base,
+            parameters,
+            exact_models=exact_models,
+            min_models=min_models,
+            stochastic=stochastic,
+            result_at_least=result_at_least,
+            elementwise=elementwise,
+        )
         return function
 
     return register

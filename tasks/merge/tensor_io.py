@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import mmap
 import struct
 from dataclasses import dataclass
 from functools import cached_property
@@ -16,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
 
 from tasks.errors import ModelMismatchError
 
@@ -42,10 +43,17 @@ class TensorInfo:
     shape: tuple[int, ...]
     dtype: torch.dtype
     file: Path
+    offset: int = -1
+    """Where the tensor's bytes start in `file` (safetensors only; -1 for pickle checkpoints)."""
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
 
 
-def read_safetensors_header(path: Path) -> dict[str, Any]:
-    """The JSON header of a safetensors file, checked against the file's real size."""
+def read_safetensors_header(path: Path) -> tuple[int, dict[str, Any]]:
+    """Where the tensor data starts, and the JSON header of a safetensors file, checked against the file's
+    real size."""
     try:
         size = path.stat().st_size
         with path.open("rb") as handle:
@@ -66,7 +74,7 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
         raise ModelMismatchError(
             f"{path}: truncated safetensors file: tensors need {8 + header_len + data_end} bytes, file has {size}"
         )
-    return header
+    return 8 + header_len, header
 
 
 PICKLE_INDEX_FILE = "pytorch_model.bin.index.json"
@@ -129,26 +137,56 @@ class ModelSource:
                 for name, tensor in self._pickled(file).items():
                     table[name] = TensorInfo(name, tuple(tensor.shape), tensor.dtype, file)
                 continue
-            for name, entry in read_safetensors_header(file).items():
+            data_start, header = read_safetensors_header(file)
+            for name, entry in header.items():
                 if name == "__metadata__":
                     continue
                 dtype = SAFETENSORS_DTYPES.get(entry["dtype"])
                 if dtype is None:
                     raise ModelMismatchError(f"{file}: tensor {name} has unsupported dtype {entry['dtype']}")
-                table[name] = TensorInfo(name, tuple(entry["shape"]), dtype, file)
+                info = TensorInfo(name, tuple(entry["shape"]), dtype, file, data_start + entry["data_offsets"][0])
+                if entry["data_offsets"][1] - entry["data_offsets"][0] != info.nbytes:
+                    raise ModelMismatchError(
+                        f"{file}: tensor {name} declares {entry['data_offsets'][1] - entry['data_offsets'][0]} "
+                        f"bytes, its shape {list(info.shape)} and dtype need {info.nbytes}"
+                    )
+                table[name] = info
         return table
 
     def get(self, name: str) -> torch.Tensor:
+        """A copy of tensor `name` that the caller owns."""
+        return self.read(name).clone()
+
+    def read(self, name: str) -> torch.Tensor:
+        """Tensor `name` without a copy: a view of the memory-mapped file (a private mapping, so a write
+        could never reach the file). Its pages count towards this process's memory until `release`."""
         info = self.tensors.get(name)
         if info is None:
             raise ModelMismatchError(f"model {self.reference!r} lacks tensor {name}")
         if info.file.suffix == ".bin":
             return self._pickled(info.file)[name]
-        handle = self._handles.get(info.file)
-        if handle is None:
-            handle = self._handles[info.file] = safe_open(str(info.file), framework="pt")
-        tensor: torch.Tensor = handle.get_tensor(name)
-        return tensor
+        if not info.nbytes:
+            return torch.empty(info.shape, dtype=info.dtype)
+        raw = torch.frombuffer(self._mapping(info.file), dtype=torch.uint8, count=info.nbytes, offset=info.offset)
+        return raw.view(info.dtype).view(info.shape)
+
+    def release(self, name: str) -> None:
+        """Drop the pages of tensor `name` from this process (they stay in the page cache). A view still in
+        use stays valid: touching it again maps the same file data back in."""
+        info = self.tensors.get(name)
+        mapping = self._handles.get(info.file) if info is not None else None
+        if info is None or not isinstance(mapping, mmap.mmap) or not hasattr(mapping, "madvise"):
+            return
+        start = info.offset - info.offset % mmap.PAGESIZE
+        mapping.madvise(mmap.MADV_DONTNEED, start, info.offset + info.nbytes - start)
+
+    def _mapping(self, file: Path) -> mmap.mmap:
+        mapping = self._handles.get(file)
+        if mapping is None:
+            with file.open("rb") as handle:
+                mapping = self._handles[file] = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY)
+        assert isinstance(mapping, mmap.mmap)
+        return mapping
 
     def _pickled(self, file: Path) -> dict[str, torch.Tensor]:
         """A pickle shard, memory-mapped; `weights_only` still refuses arbitrary objects."""

@@ -1,25 +1,43 @@
 """Writing a merged model so that a crash never leaves something that looks finished.
 
-Everything goes into `<out>.partial/`; shards are flushed as soon as they are full (peak memory is one
-shard, not a model), fsynced, and only when every file is complete is the directory renamed to `<out>`.
+Everything goes into `<out>.partial/`. The shard files are laid out from the plan before anything is
+merged, so each tensor is written to its place as soon as it is merged (memory holds two tensors, never a
+shard); the files are fsynced, and only when every file is complete is the directory renamed to `<out>`.
 The result is an ordinary Hugging Face model directory: shards and index, config.json, tokenizer,
 generation config, the recipe and a model card.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
+import queue
 import shutil
+import struct
+import threading
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
-from safetensors.torch import save_file
 
 from tasks.errors import EvomergeError, RecipeError
-from tasks.merge.engine import combine_tensor_hashes, iter_merged_tensors, tensor_sha256, tensors_sha256, verify_finite
-from tasks.merge.plan import MergePlan
+from tasks.merge.engine import (
+    OutputBuffer,
+    combine_tensor_hashes,
+    merge_job,
+    release_inputs,
+    tensor_bytes,
+    tensors_sha256,
+    tune_allocator,
+    verify_finite,
+)
+from tasks.merge.plan import MergePlan, TensorJob
+from tasks.merge.tensor_io import SAFETENSORS_DTYPES
 
 DEFAULT_SHARD_BYTES = 5_000_000_000
 TOKENIZER_FILES = (
@@ -49,49 +67,157 @@ def _fsync_dir(path: Path) -> None:
         os.close(descriptor)
 
 
-class ShardWriter:
-    """Collects tensors and writes a shard each time `max_bytes` is reached; names them at the end."""
+SAFETENSORS_NAMES = {dtype: name for name, dtype in SAFETENSORS_DTYPES.items()}
 
-    def __init__(self, directory: Path, max_bytes: int, metadata: dict[str, str]) -> None:
-        self.directory = directory
-        self.max_bytes = max_bytes
-        self.metadata = metadata
-        self.pending: dict[str, torch.Tensor] = {}
-        self.pending_bytes = 0
-        self.shards: list[tuple[Path, list[str]]] = []
-        self.total_bytes = 0
 
-    def add(self, name: str, tensor: torch.Tensor) -> None:
-        size = tensor.numel() * tensor.element_size()
-        if self.pending and self.pending_bytes + size > self.max_bytes:
-            self.flush()
-        self.pending[name] = tensor
-        self.pending_bytes += size
-        self.total_bytes += size
+@dataclass(frozen=True)
+class ShardEntry:
+    name: str
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    offset: int
+    """Absolute byte offset of the tensor's data in its shard file."""
 
-    def flush(self) -> None:
-        if not self.pending:
-            return
-        path = self.directory / f"shard-{len(self.shards) + 1:05d}.tmp"
-        save_file(self.pending, str(path), metadata=self.metadata)
-        _fsync_file(path)
-        self.shards.append((path, list(self.pending)))
-        self.pending = {}
-        self.pending_bytes = 0
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
 
-    def finish(self) -> None:
-        self.flush()
-        if len(self.shards) == 1:
-            self.shards[0][0].rename(self.directory / "model.safetensors")
-            return
-        count = len(self.shards)
-        weight_map: dict[str, str] = {}
-        for number, (path, names) in enumerate(self.shards, start=1):
-            final = f"model-{number:05d}-of-{count:05d}.safetensors"
-            path.rename(self.directory / final)
-            weight_map.update(dict.fromkeys(names, final))
-        index = {"metadata": {"total_size": self.total_bytes}, "weight_map": weight_map}
-        (self.directory / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+
+@dataclass(frozen=True)
+class Shard:
+    file_name: str
+    header: bytes
+    entries: list[ShardEntry]
+
+    @property
+    def size(self) -> int:
+        return len(self.header) + sum(entry.nbytes for entry in self.entries)
+
+
+def plan_shards(jobs: list[TensorJob], max_bytes: int, metadata: dict[str, str]) -> list[Shard]:
+    """Every output file laid out before anything is merged (the plan knows each tensor's shape and dtype).
+    Tensors fill shards in job order until `max_bytes`; inside a shard, wider dtypes come first, so every
+    tensor starts aligned to its element size, as safetensors' own writer arranges them."""
+    groups: list[list[TensorJob]] = []
+    size = 0
+    for job in jobs:
+        if groups and groups[-1] and size + job.nbytes > max_bytes:
+            groups.append([])
+            size = 0
+        if not groups:
+            groups.append([])
+        groups[-1].append(job)
+        size += job.nbytes
+    count = len(groups)
+    shards = []
+    for number, group in enumerate(groups, start=1):
+        ordered = sorted(group, key=lambda job: -job.dtype.itemsize)
+        table: dict[str, Any] = {"__metadata__": metadata}
+        cursor = 0
+        for job in ordered:
+            table[job.output_name] = {
+                "dtype": SAFETENSORS_NAMES[job.dtype],
+                "shape": list(job.shape),
+                "data_offsets": [cursor, cursor + job.nbytes],
+            }
+            cursor += job.nbytes
+        text = json.dumps(table, separators=(",", ":")).encode()
+        text += b" " * (-len(text) % 8)
+        header = struct.pack("<Q", len(text)) + text
+        entries = [
+            ShardEntry(name, job.dtype, job.shape, len(header) + table[name]["data_offsets"][0])
+            for name, job in ((job.output_name, job) for job in ordered)
+        ]
+        file_name = "model.safetensors" if count == 1 else f"model-{number:05d}-of-{count:05d}.safetensors"
+        shards.append(Shard(file_name, header, entries))
+    return shards
+
+
+def write_shard_index(directory: Path, shards: list[Shard]) -> None:
+    if len(shards) < 2:
+        return
+    weight_map = {entry.name: shard.file_name for shard in shards for entry in shard.entries}
+    total = sum(entry.nbytes for shard in shards for entry in shard.entries)
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (directory / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+
+
+class TensorSink:
+    """Writes merged tensors into their planned place on a thread of its own, so that writing and hashing
+    one tensor overlap merging the next (the kernel and hashlib release the GIL)."""
+
+    def __init__(self, directory: Path, shards: list[Shard], on_tensor: ProgressCallback | None) -> None:
+        self.places = {entry.name: (index, entry) for index, shard in enumerate(shards) for entry in shard.entries}
+        self.descriptors: list[int] = []
+        for shard in shards:
+            descriptor = os.open(directory / shard.file_name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            self.descriptors.append(descriptor)
+            _write_all(descriptor, memoryview(shard.header), 0)
+        self.on_tensor = on_tensor
+        self.hashes: dict[str, str] = {}
+        self.error: BaseException | None = None
+        self.queue: queue.Queue[tuple[str, torch.Tensor, Callable[[], None]] | None] = queue.Queue()
+        self.thread = threading.Thread(target=self._run, name="evomerge-writer", daemon=True)
+        self.thread.start()
+
+    def put(self, name: str, tensor: torch.Tensor, release: Callable[[], None]) -> None:
+        """Queue `tensor`; `release` is called once its bytes are written (its buffers may then be reused)."""
+        if self.error is not None:
+            raise self.error
+        self.queue.put((name, tensor, release))
+
+    def _run(self) -> None:
+        while (item := self.queue.get()) is not None:
+            name, tensor, release = item
+            try:
+                if self.error is None:
+                    self._write(name, tensor)
+            except BaseException as error:  # noqa: BLE001 - handed to the merging thread, which raises it
+                self.error = error
+            finally:
+                release()
+
+    def _write(self, name: str, tensor: torch.Tensor) -> None:
+        index, entry = self.places[name]
+        if tensor.dtype != entry.dtype or tuple(tensor.shape) != entry.shape:
+            raise EvomergeError(
+                f"internal error: {name} was planned as {entry.dtype} {list(entry.shape)}, merged as "
+                f"{tensor.dtype} {list(tensor.shape)}"
+            )
+        data = tensor_bytes(tensor) if tensor.numel() else memoryview(b"")
+        _write_all(self.descriptors[index], data, entry.offset)
+        digest = hashlib.sha256(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(data)
+        self.hashes[name] = digest.hexdigest()
+        if self.on_tensor is not None:
+            self.on_tensor(name, len(data))
+
+    def finish(self) -> str:
+        """Wait for every queued tensor, fsync the shards, and return the tensors' sha256."""
+        self.queue.put(None)
+        self.thread.join()
+        try:
+            if self.error is not None:
+                raise self.error
+            for descriptor in self.descriptors:
+                os.fsync(descriptor)
+        finally:
+            self.close()
+        return combine_tensor_hashes(self.hashes)
+
+    def close(self) -> None:
+        if self.thread.is_alive():
+            self.queue.put(None)
+            self.thread.join()
+        for descriptor in self.descriptors:
+            os.close(descriptor)
+        self.descriptors = []
+
+
+def _write_all(descriptor: int, data: memoryview, offset: int) -> None:
+    done = 0
+    while done < len(data):
+        done += os.pwrite(descriptor, data[done:], offset + done)
 
 
 def _tokenizer_donor(plan: MergePlan) -> str:
@@ -133,6 +259,44 @@ def partial_dir(out_dir: Path) -> Path:
     return out_dir.with_name(out_dir.name + ".partial")
 
 
+def _check_free_space(directory: Path, needed: int) -> None:
+    free = shutil.disk_usage(directory).free
+    if free < needed:
+        raise EvomergeError(
+            f"not enough disk space in {directory}: the merged model needs {needed / 1e9:.2f} GB, "
+            f"{free / 1e9:.2f} GB are free"
+        )
+
+
+def _merge_into(
+    plan: MergePlan, work: Path, shards: list[Shard], device: str, on_tensor: ProgressCallback | None
+) -> str:
+    """Merge on this thread while a writer thread writes and hashes. Elementwise methods merge on one core
+    (their cache-sized blocks gain little from a second) and leave the other to the writer."""
+    tune_allocator()
+    threads = torch.get_num_threads()
+    if plan.method.elementwise and device == "cpu":
+        torch.set_num_threads(1)
+    sink = TensorSink(work, shards, on_tensor)
+    # two output buffers: one being merged into while the writer still holds the other
+    free: queue.Queue[OutputBuffer] = queue.Queue()
+    for _ in range(2):
+        free.put(OutputBuffer())
+
+    def written(job: TensorJob, output: OutputBuffer) -> None:
+        release_inputs(plan, job)
+        free.put(output)
+
+    try:
+        for job in plan.jobs:
+            output = free.get()
+            sink.put(job.output_name, merge_job(plan, job, device, output), partial(written, job, output))
+        return sink.finish()
+    finally:
+        sink.close()
+        torch.set_num_threads(threads)
+
+
 def write_model(
     plan: MergePlan,
     out_dir: Path,
@@ -154,14 +318,10 @@ def write_model(
         shutil.rmtree(work)
     work.mkdir(parents=True)
     metadata = {"format": "pt", "evomerge_recipe_sha256": plan.recipe.sha256()}
-    writer = ShardWriter(work, shard_bytes, metadata)
-    hashes: dict[str, str] = {}
-    for name, tensor in iter_merged_tensors(plan, device):
-        writer.add(name, tensor)
-        hashes[name] = tensor_sha256(name, tensor)
-        if on_tensor is not None:
-            on_tensor(name, tensor.numel() * tensor.element_size())
-    writer.finish()
+    shards = plan_shards(plan.jobs, shard_bytes, metadata)
+    _check_free_space(work, sum(shard.size for shard in shards))
+    digest = _merge_into(plan, work, shards, device, on_tensor)
+    write_shard_index(work, shards)
     _copy_auxiliary_files(plan, work)
     for path in work.iterdir():
         _fsync_file(path)
@@ -174,7 +334,7 @@ def write_model(
     else:
         work.rename(out_dir)
     _fsync_dir(out_dir.parent)
-    return combine_tensor_hashes(hashes)
+    return digest
 
 
 def model_dir_sha256(model_dir: Path) -> str:

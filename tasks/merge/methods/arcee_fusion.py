@@ -17,7 +17,7 @@ def _quantiles(values: Tensor, quantiles: list[float], generator: torch.Generato
     return [ordered[int(q * (ordered.numel() - 1))] for q in quantiles]
 
 
-@merge_method("arcee_fusion", base="required", exact_models=1, stochastic=True)
+@merge_method("arcee_fusion", base="required", exact_models=1, stochastic=True, result_at_least=torch.float32)
 def arcee_fusion(base: Tensor, models: list[Tensor], generator: torch.Generator) -> Tensor:
     """Arcee Fusion: keep only the changes whose importance (|difference| times the KL divergence between
     the rows' softmaxes) is an upper outlier (above median + 1.5 IQR)."""

@@ -9,6 +9,7 @@ from tasks.merge.registry import ParameterSpec, merge_method
 @merge_method(
     "linear",
     base="ignored",
+    elementwise=True,
     parameters=(
         ParameterSpec("weight", "per_model"),
         ParameterSpec("normalize", "global", default=True, kind=bool),

@@ -5,7 +5,9 @@ from torch import Tensor
 from tasks.merge.registry import ParameterSpec, merge_method
 
 
-@merge_method("nearswap", base="required", exact_models=1, parameters=(ParameterSpec("t", "global", low=0.0),))
+@merge_method(
+    "nearswap", base="required", exact_models=1, elementwise=True, parameters=(ParameterSpec("t", "global", low=0.0),)
+)
 def nearswap(base: Tensor, models: list[Tensor], t: float) -> Tensor:
     """Take the other model's value where it is within `t` of the base, and move towards it proportionally
     (weight t / |difference|) elsewhere: a merge that only accepts small, local changes."""

@@ -6,7 +6,11 @@ from tasks.merge.registry import ParameterSpec, merge_method
 
 
 @merge_method(
-    "passthrough", base="ignored", exact_models=1, parameters=(ParameterSpec("scale", "per_model", optional=True),)
+    "passthrough",
+    base="ignored",
+    exact_models=1,
+    elementwise=True,
+    parameters=(ParameterSpec("scale", "per_model", optional=True),),
 )
 def passthrough(base: Tensor | None, models: list[Tensor], scale: list[float | None] | None = None) -> Tensor:
     """Copy one source tensor (optionally scaled): the building block of layer-stacking "frankenmerges",

@@ -9,6 +9,7 @@ from tasks.merge.registry import ParameterSpec, merge_method
 @merge_method(
     "task_arithmetic",
     base="required",
+    elementwise=True,
     parameters=(
         ParameterSpec("weight", "per_model"),
         ParameterSpec("lambda", "global", default=1.0),
