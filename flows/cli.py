@@ -55,6 +55,7 @@ def merge(
 ) -> None:
     """Merge the models of RECIPE into OUT, like `mergekit-yaml RECIPE OUT`."""
     from tasks.download import resolve_model_path
+    from tasks.merge.engine import check_device
     from tasks.merge.estimate import estimate_plan
     from tasks.merge.plan import plan_merge
     from tasks.merge.recipe import load_recipe
@@ -63,6 +64,7 @@ def merge(
     try:
         if out is None and not plan:
             raise EvomergeError("missing OUT: where to write the merged model (or pass --plan)")
+        check_device(device)
         parsed = load_recipe(recipe)
         if out is not None and out.exists() and not force and not plan:
             raise EvomergeError(f"{out} already exists; pass --force to replace it")

@@ -13,12 +13,29 @@ from collections.abc import Iterable, Iterator
 
 import torch
 
-from tasks.errors import ModelMismatchError
+from tasks.errors import EvomergeError, ModelMismatchError
 from tasks.merge.plan import MergePlan, TensorJob
 
 BLOCK_ELEMENTS = 1 << 18
 """Entries per block for elementwise methods: every intermediate (a float32 up-cast, a weighted sum) then
 stays in the CPU caches instead of streaming whole tensors through memory once per operation."""
+
+
+def check_device(device: str) -> None:
+    """Refuse a device this machine cannot run before anything is planned or read."""
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise EvomergeError(f"--device {device!r} is not a device; use cpu, cuda or cuda:N") from None
+    if parsed.type == "cpu":
+        return
+    if parsed.type != "cuda":
+        raise EvomergeError(f"--device {device!r}: merges run on cpu or cuda")
+    if not torch.cuda.is_available():
+        build = "a CPU-only torch build" if torch.version.cuda is None else f"torch built for CUDA {torch.version.cuda}"
+        raise EvomergeError(f"--device {device}: no CUDA GPU is available here ({build}); use --device cpu")
+    if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        raise EvomergeError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
 
 
 def tune_allocator() -> None:
