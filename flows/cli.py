@@ -5,6 +5,7 @@ User errors (`EvomergeError`) become one readable message and exit code 2; a tra
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -54,6 +55,9 @@ def merge(
     shard_bytes: Annotated[int, typer.Option(help="largest output shard, in bytes")] = 5_000_000_000,
 ) -> None:
     """Merge the models of RECIPE into OUT, like `mergekit-yaml RECIPE OUT`."""
+    # torch's OpenMP workers would otherwise spin between parallel regions and starve the writer thread
+    # (before torch is imported: OpenMP reads it once)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from tasks.download import resolve_model_path
     from tasks.merge.engine import check_device
     from tasks.merge.estimate import estimate_plan
