@@ -9,7 +9,6 @@ from tasks.merge.registry import ParameterSpec, merge_method
     "passthrough",
     base="ignored",
     exact_models=1,
-    elementwise=True,
     parameters=(ParameterSpec("scale", "per_model", optional=True),),
 )
 def passthrough(base: Tensor | None, models: list[Tensor], scale: list[float | None] | None = None) -> Tensor:
