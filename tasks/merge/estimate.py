@@ -16,6 +16,8 @@ from tasks.merge.plan import MergePlan
 
 READ_BYTES_PER_SECOND = 10e9
 WRITE_BYTES_PER_SECOND = 1.4e9
+RUNTIME_BYTES = 280_000_000
+"""Python, torch and evomerge themselves (resident set before the first tensor, measured)."""
 SORTING_METHODS = {"ties", "breadcrumbs", "breadcrumbs_ties", "della", "della_linear"}
 
 
@@ -29,8 +31,12 @@ class PlanEstimate:
 
 
 def estimate_plan(plan: MergePlan, shard_bytes: int) -> PlanEstimate:
+    """`shard_bytes` changes the file layout, not the memory: each tensor is written as soon as it is merged.
+    The peak is the largest job's mapped inputs and working copies plus the two output buffers the merging
+    and writing threads alternate between."""
     bytes_to_write = 0
     largest_job = 0
+    largest_output = 0
     for job in plan.jobs:
         inputs = job.inputs
         # the engine casts to the recipe's dtype, or else promotes the inputs to a common dtype
@@ -38,14 +44,16 @@ def estimate_plan(plan: MergePlan, shard_bytes: int) -> PlanEstimate:
             torch.promote_types, (plan.sources[i.model].tensors[i.tensor].dtype for i in inputs)
         )
         numel = math.prod(job.shape)
-        out_itemsize = (plan.out_dtype or compute).itemsize
-        bytes_to_write += numel * out_itemsize
-        # inputs + a stacked copy of the task vectors + the result; sorting methods add int64 indices
-        working = numel * compute.itemsize * (2 * len(inputs) + 1)
-        if plan.method.name in SORTING_METHODS:
-            working += numel * (8 + 4)
+        bytes_to_write += job.nbytes
+        largest_output = max(largest_output, job.nbytes)
+        if plan.method.elementwise:  # cache-sized blocks: only the mapped inputs are whole
+            working = sum(plan.sources[i.model].tensors[i.tensor].nbytes for i in inputs)
+        else:  # inputs + a stacked copy of the task vectors + the result; sorting methods add keys
+            working = numel * compute.itemsize * (2 * len(inputs) + 1)
+            if plan.method.name in SORTING_METHODS:
+                working += numel * 4
         largest_job = max(largest_job, working)
     bytes_to_read = plan.bytes_to_read()
-    peak = largest_job + min(shard_bytes, bytes_to_write)
+    peak = RUNTIME_BYTES + largest_job + 2 * largest_output
     seconds = bytes_to_read / READ_BYTES_PER_SECOND + bytes_to_write / WRITE_BYTES_PER_SECOND
     return PlanEstimate(len(plan.jobs), bytes_to_read, bytes_to_write, peak, seconds)
