@@ -53,6 +53,9 @@ def merge(
     allow_pickle: Annotated[bool, typer.Option(help="read pickle .bin checkpoints (runs code from them)")] = False,
     random_seed: Annotated[int, typer.Option(help="seed of DARE / DELLA masks (per tensor name)")] = 0,
     shard_bytes: Annotated[int, typer.Option(help="largest output shard, in bytes")] = 5_000_000_000,
+    sha256: Annotated[
+        bool, typer.Option("--sha256", help="print the merged tensors' sha256 (as the search records it)")
+    ] = False,
 ) -> None:
     """Merge the models of RECIPE into OUT, like `mergekit-yaml RECIPE OUT`."""
     # torch's OpenMP workers would otherwise spin between parallel regions and starve the writer thread
@@ -110,10 +113,18 @@ def merge(
                 progress.update(bar, advance=1, written=_human_bytes(written[0]))
 
             digest = write_model(
-                merge_plan, out, force=force, device=device, on_tensor=advance, shard_bytes=shard_bytes
+                merge_plan,
+                out,
+                force=force,
+                device=device,
+                on_tensor=advance,
+                shard_bytes=shard_bytes,
+                hash_tensors=sha256,
             )
         if not quiet:
-            console.print(f"wrote {out} ({len(merge_plan.jobs)} tensors, sha256 {digest[:16]})")
+            console.print(f"wrote {out} ({len(merge_plan.jobs)} tensors)")
+        if digest is not None:
+            console.print(f"sha256 {digest}")
     except EvomergeError as error:
         _fail(error)
 

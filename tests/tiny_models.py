@@ -23,3 +23,30 @@ def make_tiny_llama(out_dir: Path, seed: int, *, layers: int = 2, hidden: int = 
     model = LlamaForCausalLM(config)
     model.save_pretrained(out_dir, safe_serialization=True)
     return out_dir
+
+
+def make_tiny_llama_with_tokenizer(
+    out_dir: Path,
+    seed: int,
+    words: list[str],
+    *,
+    added: tuple[str, ...] = (),
+    layers: int = 2,
+    hidden: int = 16,
+) -> Path:
+    """A tiny Llama whose vocabulary is its own word-level tokenizer: `<unk>`, `<s>`, `</s>`, then `words`
+    (ids in that order), then the `added` tokens; the embedding has one row per token."""
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {token: index for index, token in enumerate(["<unk>", "<s>", "</s>", *words])}
+    backend = Tokenizer(WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+    if added:
+        tokenizer.add_tokens(list(added))
+    make_tiny_llama(out_dir, seed, layers=layers, hidden=hidden, vocab=len(tokenizer))
+    tokenizer.save_pretrained(out_dir)
+    return out_dir

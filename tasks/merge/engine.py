@@ -118,6 +118,8 @@ def merge_job(plan: MergePlan, job: TensorJob, device: str = "cpu", output: Outp
     """The merged value of one output tensor, on the CPU, in the job's dtype. It may live in `output` (valid
     until that is reused) or be a view of an input."""
     inputs = read_inputs(plan, job)
+    if job.row_map is not None:  # parents with other vocabularies: their rows in the output's token order
+        inputs = job.row_map.apply([item.model for item in job.inputs], inputs, plan.compute_dtype)
     numel = math.prod(job.shape)
     if not (plan.method.elementwise and device == "cpu" and numel > BLOCK_ELEMENTS):
         return apply_method(plan, job, inputs, device).to("cpu").contiguous()

@@ -16,10 +16,13 @@ import torch
 
 from tasks.errors import ModelMismatchError, RecipeError
 from tasks.merge.architecture import architecture_of, is_post_layer, layer_count, parse_layer_name
+from tasks.merge.chat_templates import AUTO, resolve_chat_template
+from tasks.merge.output_tokenizer import OutputVocabulary, build_output_vocabulary, config_vocab_size, load_tokenizer
 from tasks.merge.parameters import Value, gradient_values, resolve
 from tasks.merge.recipe import InputSlice, OutputSlice, Parameters, Recipe
 from tasks.merge.registry import MergeMethod, get_method
 from tasks.merge.tensor_io import ModelSource
+from tasks.merge.vocabulary import RowMap, is_vocabulary_tensor, plan_row_map
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -43,6 +46,9 @@ class TensorJob:
     dtype: torch.dtype
     """The output dtype, known before computing: the recipe's `out_dtype`, else the inputs' dtype after the
     cast to `dtype` and promotion to a common one (what every method returns)."""
+    row_map: RowMap | None = None
+    """For a token-indexed tensor when the recipe builds a tokenizer: how each input's rows move onto the
+    output vocabulary before the method runs (`row_map.apply`); `shape` is then the remapped shape."""
 
     @property
     def nbytes(self) -> int:
@@ -70,6 +76,11 @@ class MergePlan:
     """For each output layer, the (model, layer) its first source takes it from."""
     reference_layer_count: int = 0
     notes: list[str] = field(default_factory=list)
+    vocabulary: OutputVocabulary | None = None
+    """The tokenizer built for `tokenizer_source` / `tokenizer:` (saved with the model), else None: the
+    tokenizer files of the reference model are copied."""
+    chat_template: str | None = None
+    """The template text the recipe's `chat_template` resolves to (None: keep the tokenizer's own)."""
 
     def output_config(self) -> dict[str, Any]:
         """The reference model's config.json with the layer count and dtype of the merged model."""
@@ -83,6 +94,12 @@ class MergePlan:
             # per-layer lists (Qwen2/Gemma `layer_types`) must follow the layers the output is built from
             if isinstance(value, list) and len(value) == reference_layers and self.layer_sources:
                 config[key] = [self.sources[m].config[key][layer] for m, layer in self.layer_sources]
+        if self.vocabulary is not None:
+            text_config = config.get("text_config")
+            if "vocab_size" not in config and isinstance(text_config, dict) and "vocab_size" in text_config:
+                config["text_config"] = {**text_config, "vocab_size": self.vocabulary.rows}
+            else:
+                config["vocab_size"] = self.vocabulary.rows
         dtype_name = self.recipe.out_dtype or self.recipe.dtype
         if dtype_name:
             config["torch_dtype"] = dtype_name
@@ -143,6 +160,9 @@ class Planner:
         self.sources = {
             name: opened.get(name) or ModelSource(name, paths[name], allow_pickle) for name in recipe.model_names()
         }
+        self.vocabulary: OutputVocabulary | None = None
+        self.notes: list[str] = []
+        self._row_maps: dict[tuple[Any, ...], RowMap] = {}
 
     # -- checks on the recipe alone -------------------------------------------------------------
     def _check_parameter_names_and_ranges(self) -> None:
@@ -180,10 +200,60 @@ class Planner:
             detail = ", ".join(f"{name}: {arch}" for name, arch in families.items())
             raise ModelMismatchError(f"parent models have different architectures ({detail})")
 
+    def _check_model_references(self) -> None:
+        problems = self.recipe.reference_problems()
+        if problems:
+            raise RecipeError("\n".join(f"{self.where}: {key}: {problem}" for key, problem in problems))
+
+    # -- the output tokenizer -------------------------------------------------------------------
+    def _build_vocabulary(self, reference: str) -> OutputVocabulary | None:
+        """mergekit's BuildTokenizer: only when the recipe sets `tokenizer_source` or `tokenizer:`."""
+        settings = self.recipe.tokenizer
+        source = settings.source if settings is not None else self.recipe.tokenizer_source
+        if source is None:
+            return None
+        key = self._tokenizer_key()
+        try:
+            return build_output_vocabulary(
+                source,
+                reference,
+                self.recipe.model_names(),
+                {name: src.path for name, src in self.sources.items()},
+                {name: config_vocab_size(src.config) for name, src in self.sources.items()},
+                add_tokens=list((settings.tokens or {}) if settings is not None else {}),
+                pad_to_multiple_of=settings.pad_to_multiple_of if settings is not None else None,
+                notes=self.notes,
+            )
+        except ModelMismatchError as error:
+            raise ModelMismatchError(f"{self.where}: {key}: {error}") from None
+
+    def _tokenizer_key(self) -> str:
+        return "tokenizer.source" if self.recipe.tokenizer is not None else "tokenizer_source"
+
+    def _chat_template(self, reference: str) -> str | None:
+        setting = self.recipe.chat_template
+        if setting is None:
+            return None
+        if self.vocabulary is None and not _has_tokenizer(self.sources[reference]):
+            raise RecipeError(
+                f"{self.where}: chat_template: the tokenizer donor {reference!r} has no tokenizer to carry the template"
+            )
+        templates = []
+        if setting == AUTO:
+            for name, source in self.sources.items():
+                if not _has_tokenizer(source):
+                    continue
+                try:
+                    templates.append(load_tokenizer(source.path).chat_template)
+                except Exception as error:  # noqa: BLE001 - as mergekit: a parent whose tokenizer fails is skipped
+                    self.notes.append(f"chat_template auto: cannot load the tokenizer of {name!r} ({error})")
+        return resolve_chat_template(setting, templates)
+
     # -- planning -------------------------------------------------------------------------------
     def plan(self) -> MergePlan:
         self._check_base()
         self._check_parameter_names_and_ranges()
+        self._check_model_references()
         self._check_architectures()
         layers = {name: layer_count(source.config, list(source.tensors), name) for name, source in self.sources.items()}
         slices = _slices_of(self.recipe, layers)
@@ -195,6 +265,8 @@ class Planner:
                         f"of bounds for {source.model}, which has {layers[source.model]} layers"
                     )
         reference = self.recipe.base_model or slices[0].sources[0].model
+        self.vocabulary = self._build_vocabulary(reference)
+        chat_template = self._chat_template(reference)
         reference_names = list(self.sources[reference].tensors)
         layer_suffixes: list[tuple[str, str]] = []
         for name in reference_names:
@@ -219,6 +291,11 @@ class Planner:
                 layer_sources.append((first.model, first.layer_range[0] + offset))
                 output_layer += 1
         jobs += [self._job(name, {s.model: name for s in slices[-1].sources}, slices[-1], 0.0) for name in post]
+        if self.vocabulary is not None and not any(job.row_map is not None for job in jobs):
+            raise ModelMismatchError(
+                f"{self.where}: {self._tokenizer_key()}: no tensor of {reference!r} is recognised as token "
+                "embeddings or LM head, so its rows cannot follow the new vocabulary"
+            )
         return MergePlan(
             recipe=self.recipe,
             method=self.method,
@@ -230,6 +307,9 @@ class Planner:
             reference_layer_count=layers[reference],
             compute_dtype=DTYPES.get(self.recipe.dtype or ""),
             out_dtype=DTYPES.get(self.recipe.out_dtype or ""),
+            notes=self.notes,
+            vocabulary=self.vocabulary,
+            chat_template=chat_template,
         )
 
     def _shape(self, model: str, tensor: str) -> tuple[int, ...]:
@@ -262,9 +342,14 @@ class Planner:
         if not models and base is None:
             raise RecipeError(f"{self.where}: models: nothing to merge for {output_name}")
         shapes = {item.model: self._shape(item.model, item.tensor) for item in ([base] if base else []) + models}
+        row_map = None
+        if self.vocabulary is not None and is_vocabulary_tensor(output_name):
+            row_map = self._row_map(output_name, [*inputs, *shapes], base_name, shapes)
+        if row_map is not None:
+            shapes = {model: (row_map.size, *shape[1:]) for model, shape in shapes.items()}
         if len(set(shapes.values())) > 1:
             detail = ", ".join(f"{model}: {list(shape)}" for model, shape in shapes.items())
-            if _is_vocabulary_tensor(output_name) and len({shape[1:] for shape in shapes.values()}) == 1:
+            if is_vocabulary_tensor(output_name) and len({shape[1:] for shape in shapes.values()}) == 1:
                 raise ModelMismatchError(
                     f"vocabulary size mismatch in {output_name} ({detail}): the parents use different "
                     "tokenizers; set `tokenizer_source` (base, union or a model) so embedding rows are remapped"
@@ -296,7 +381,28 @@ class Planner:
                 raise RecipeError(f"{self.where}: parameters.{spec.name}: required by {self.method.name}")
             shared[spec.name] = value
         dtype = self._output_dtype(([base] if base else []) + models)
-        return TensorJob(output_name, base, tuple(models), per_model, shared, next(iter(shapes.values())), dtype)
+        shape = next(iter(shapes.values()))
+        return TensorJob(output_name, base, tuple(models), per_model, shared, shape, dtype, row_map)
+
+    def _row_map(
+        self, tensor: str, order: list[str], base: str | None, shapes: Mapping[str, tuple[int, ...]]
+    ) -> RowMap | None:
+        """The row map of a token-indexed tensor (shared by tensors with the same parents and row counts)."""
+        assert self.vocabulary is not None
+        models = list(dict.fromkeys(order))
+        if any(len(shapes[model]) == 0 for model in models):
+            return None
+        rows = {model: shapes[model][0] for model in models}
+        key = (tuple(models), base, tuple(rows.values()))
+        if key not in self._row_maps:
+            tokens = self.recipe.tokenizer.tokens if self.recipe.tokenizer is not None else None
+            try:
+                self._row_maps[key] = plan_row_map(self.vocabulary, models, base, rows, tokens, tensor)
+            except RecipeError as error:
+                raise RecipeError(f"{self.where}: {error}") from None
+            except ModelMismatchError as error:
+                raise ModelMismatchError(f"{self.where}: {error}") from None
+        return self._row_maps[key]
 
     def _output_dtype(self, inputs: list[TensorInput]) -> torch.dtype:
         compute = DTYPES.get(self.recipe.dtype or "")
@@ -312,8 +418,8 @@ class Planner:
         return DTYPES.get(self.recipe.out_dtype or "") or common
 
 
-def _is_vocabulary_tensor(name: str) -> bool:
-    return any(part in name for part in ("embed_tokens", "lm_head", "wte", "word_embeddings", "embed_out"))
+def _has_tokenizer(source: ModelSource) -> bool:
+    return any((source.path / name).exists() for name in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"))
 
 
 def _model_key(recipe: Recipe, model: str) -> str:

@@ -9,12 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from tasks.errors import RecipeError
+from tasks.merge.chat_templates import chat_template_problem
 
 Scalar = float | int | bool | str
 
@@ -76,11 +77,82 @@ class OutputSlice(BaseModel):
         return self
 
 
-class TokenizerConfig(BaseModel):
+class ModelTokenEmbedding(BaseModel):
+    """`{kind: model_token, model: M, token: T}` (or `token_id: N`): the row of token T (row N) of model M."""
+
     model_config = ConfigDict(extra="forbid")
-    source: str = "base"
-    tokens: dict[str, Any] | None = None
+    kind: Literal["model_token"]
+    model: str
+    token_id: int | None = None
+    token: str | None = None
+
+    @model_validator(mode="after")
+    def _one_token(self) -> ModelTokenEmbedding:
+        if (self.token_id is None) == (self.token is None):
+            raise ValueError("give exactly one of `token` or `token_id`")
+        if self.token_id is not None and self.token_id < 0:
+            raise ValueError(f"token_id must be >= 0, got {self.token_id}")
+        return self
+
+
+class ZeroEmbedding(BaseModel):
+    """`{kind: zero}`: an all-zero row."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["zero"]
+
+
+TOKEN_SOURCE_KINDS = {"model_token": ModelTokenEmbedding, "zero": ZeroEmbedding}
+
+
+class TokenEmbeddingConfig(BaseModel):
+    """Where one token's embedding row comes from when a parent lacks it (or always, with `force`):
+    a model name (that model's row for the token), a `model_token` or `zero` source."""
+
+    model_config = ConfigDict(extra="forbid")
+    source: ModelTokenEmbedding | ZeroEmbedding | str | None = None
+    force: bool = False
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _by_kind(cls, value: Any) -> Any:
+        """Pick the source type by its `kind`, so an error names one schema instead of every union member."""
+        if value is None or isinstance(value, str):
+            return value
+        if not isinstance(value, dict):
+            raise ValueError("must be a model name, {kind: zero} or {kind: model_token, model: ..., token: ...}")
+        kind = value.get("kind")
+        schema = TOKEN_SOURCE_KINDS.get(kind) if isinstance(kind, str) else None
+        if schema is None:
+            raise ValueError(f"kind must be one of {', '.join(TOKEN_SOURCE_KINDS)}, got {kind!r}")
+        try:
+            return schema.model_validate(value)
+        except ValidationError as error:
+            problems = []
+            for item in error.errors():
+                key = ".".join(str(part) for part in item["loc"])
+                message = item["msg"].removeprefix("Value error, ")
+                if item["type"] == "extra_forbidden":
+                    message = "unknown key"
+                problems.append(f"{key}: {message}" if key else message)
+            raise ValueError("; ".join(problems)) from None
+
+
+class TokenizerConfig(BaseModel):
+    """mergekit's `tokenizer:` block: the output vocabulary (`source`: union, base or a model), tokens to
+    add or whose rows to set (`tokens`), and the embedding row count rounded up (`pad_to_multiple_of`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    source: str = "union"
+    tokens: dict[str, TokenEmbeddingConfig] | None = None
     pad_to_multiple_of: int | None = None
+
+    @field_validator("pad_to_multiple_of")
+    @classmethod
+    def _positive(cls, value: int | None) -> int | None:
+        if value is not None and value < 0:
+            raise ValueError(f"must be a positive number of rows (or 0 for none), got {value}")
+        return value
 
 
 class Recipe(BaseModel):
@@ -106,6 +178,22 @@ class Recipe(BaseModel):
             raise ValueError(f"unknown dtype {value!r}; expected one of {', '.join(DTYPE_NAMES)}")
         return value
 
+    @field_validator("tokenizer")
+    @classmethod
+    def _one_tokenizer_setting(cls, value: TokenizerConfig | None, info: ValidationInfo) -> TokenizerConfig | None:
+        if value is not None and info.data.get("tokenizer_source") is not None:
+            raise ValueError("cannot be used together with `tokenizer_source`; set one or the other")
+        return value
+
+    @field_validator("chat_template")
+    @classmethod
+    def _known_chat_template(cls, value: str | None) -> str | None:
+        if value is not None:
+            problem = chat_template_problem(value)
+            if problem:
+                raise ValueError(problem)
+        return value
+
     @model_validator(mode="after")
     def _models_or_slices(self) -> Recipe:
         if (self.models is None) == (self.slices is None):
@@ -113,6 +201,30 @@ class Recipe(BaseModel):
         if self.models is not None and not self.models:
             raise ValueError("`models` is empty")
         return self
+
+    def reference_problems(self) -> list[tuple[str, str]]:
+        """(key, problem) for each model the tokenizer settings name that the recipe does not merge."""
+        models = set(self.model_names())
+        problems: list[tuple[str, str]] = []
+
+        def check_source(key: str, value: str) -> None:
+            if value not in ("base", "union") and value not in models:
+                problems.append((key, f"{value!r} is neither `base`, `union` nor one of the recipe's models"))
+
+        if self.tokenizer_source is not None:
+            check_source("tokenizer_source", self.tokenizer_source)
+        if self.tokenizer is not None:
+            check_source("tokenizer.source", self.tokenizer.source)
+            for token, setting in (self.tokenizer.tokens or {}).items():
+                source = setting.source
+                key = f"tokenizer.tokens.{token}.source"
+                if isinstance(source, ModelTokenEmbedding):
+                    source, key = source.model, key + ".model"
+                if isinstance(source, str) and source not in models:
+                    problems.append((key, f"{source!r} is not one of the recipe's models"))
+                if setting.source is None and setting.force:
+                    problems.append((f"tokenizer.tokens.{token}", "`force` needs a `source` to take the row from"))
+        return problems
 
     def model_names(self) -> list[str]:
         """Every model the recipe reads, base first, without duplicates, in recipe order."""
@@ -168,9 +280,13 @@ def parse_recipe(data: Any, source: str = "<recipe>") -> Recipe:
     if not isinstance(data, dict):
         raise RecipeError(f"{source}: a recipe must be a YAML mapping, got {type(data).__name__}")
     try:
-        return Recipe.model_validate(data)
+        recipe = Recipe.model_validate(data)
     except ValidationError as error:
         raise RecipeError(validation_message(source, error)) from None
+    problems = recipe.reference_problems()
+    if problems:
+        raise RecipeError("\n".join(f"{source}: {key}: {problem}" for key, problem in problems))
+    return recipe
 
 
 def load_recipe(path: Path | str) -> Recipe:

@@ -146,7 +146,10 @@ class TensorSink:
     """Writes merged tensors into their planned place on a thread of its own, so that writing and hashing
     one tensor overlap merging the next (the kernel and hashlib release the GIL)."""
 
-    def __init__(self, directory: Path, shards: list[Shard], on_tensor: ProgressCallback | None) -> None:
+    def __init__(
+        self, directory: Path, shards: list[Shard], on_tensor: ProgressCallback | None, hash_tensors: bool = True
+    ) -> None:
+        self.hash_tensors = hash_tensors
         self.places = {entry.name: (index, entry) for index, shard in enumerate(shards) for entry in shard.entries}
         self.descriptors: list[int] = []
         for shard in shards:
@@ -186,14 +189,15 @@ class TensorSink:
             )
         data = tensor_bytes(tensor) if tensor.numel() else memoryview(b"")
         _write_all(self.descriptors[index], data, entry.offset)
-        digest = hashlib.sha256(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(data)
-        self.hashes[name] = digest.hexdigest()
+        if self.hash_tensors:
+            digest = hashlib.sha256(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+            digest.update(data)
+            self.hashes[name] = digest.hexdigest()
         if self.on_tensor is not None:
             self.on_tensor(name, len(data))
 
-    def finish(self) -> str:
-        """Wait for every queued tensor, fsync the shards, and return the tensors' sha256."""
+    def finish(self) -> str | None:
+        """Wait for every queued tensor, fsync the shards, and return the tensors' sha256 (if hashed)."""
         self.queue.put(None)
         self.thread.join()
         try:
@@ -203,7 +207,7 @@ class TensorSink:
                 os.fsync(descriptor)
         finally:
             self.close()
-        return combine_tensor_hashes(self.hashes)
+        return combine_tensor_hashes(self.hashes) if self.hash_tensors else None
 
     def close(self) -> None:
         if self.thread.is_alive():
@@ -221,14 +225,11 @@ def _write_all(descriptor: int, data: memoryview, offset: int) -> None:
 
 
 def _tokenizer_donor(plan: MergePlan) -> str:
-    source = plan.recipe.tokenizer_source
-    if source in (None, "base"):
-        return plan.reference_model
-    if source == "union" or plan.recipe.tokenizer is not None:
-        raise RecipeError("tokenizer_source: 'union' and `tokenizer:` (vocabulary merging) are not supported yet")
-    if source not in plan.sources:
-        raise RecipeError(f"tokenizer_source: {source!r} is not one of the recipe's models")
-    return source
+    """The model whose tokenizer the output gets when the plan built none (no `tokenizer_source` or
+    `tokenizer:`): the reference model (the base, else the first model), as mergekit copies it."""
+    if plan.vocabulary is None and (plan.recipe.tokenizer_source is not None or plan.recipe.tokenizer is not None):
+        raise RecipeError("tokenizer_source: the plan has no output tokenizer; plan the recipe with plan_merge")
+    return plan.reference_model
 
 
 def _model_card(plan: MergePlan) -> str:
@@ -241,16 +242,27 @@ def _model_card(plan: MergePlan) -> str:
 
 
 def _copy_auxiliary_files(plan: MergePlan, directory: Path) -> None:
+    """config.json, the tokenizer, generation config, recipe and model card. The tokenizer is the one the
+    plan built (saved with transformers), else the donor's files copied as they are; with a `chat_template`
+    the donor's tokenizer is loaded, given the template and saved (as mergekit re-serialises it)."""
     (directory / "config.json").write_text(json.dumps(plan.output_config(), indent=2))
+    tokenizer = plan.vocabulary.tokenizer if plan.vocabulary is not None else None
     donor = plan.sources[_tokenizer_donor(plan)].path
-    for name in TOKENIZER_FILES:
-        if (donor / name).exists():
-            shutil.copyfile(donor / name, directory / name)
+    if tokenizer is None and plan.recipe.chat_template is not None:
+        from tasks.merge.output_tokenizer import load_tokenizer
+
+        tokenizer = load_tokenizer(donor)
+    if tokenizer is not None:
+        if plan.chat_template is not None:
+            tokenizer.chat_template = plan.chat_template
+        tokenizer.save_pretrained(str(directory))
+    else:
+        for name in TOKENIZER_FILES:
+            if (donor / name).exists():
+                shutil.copyfile(donor / name, directory / name)
     generation = plan.sources[plan.reference_model].path / "generation_config.json"
     if generation.exists():
         shutil.copyfile(generation, directory / "generation_config.json")
-    if plan.recipe.chat_template and plan.recipe.chat_template != "auto":
-        (directory / "chat_template.jinja").write_text(plan.recipe.chat_template)
     (directory / RECIPE_FILE).write_text(plan.recipe.to_yaml())
     (directory / "README.md").write_text(_model_card(plan))
 
@@ -269,15 +281,20 @@ def _check_free_space(directory: Path, needed: int) -> None:
 
 
 def _merge_into(
-    plan: MergePlan, work: Path, shards: list[Shard], device: str, on_tensor: ProgressCallback | None
-) -> str:
+    plan: MergePlan,
+    work: Path,
+    shards: list[Shard],
+    device: str,
+    on_tensor: ProgressCallback | None,
+    hash_tensors: bool,
+) -> str | None:
     """Merge on this thread while a writer thread writes and hashes. Elementwise methods merge on one core
     (their cache-sized blocks gain little from a second) and leave the other to the writer."""
     tune_allocator()
     threads = torch.get_num_threads()
     if plan.method.elementwise and device == "cpu":
         torch.set_num_threads(1)
-    sink = TensorSink(work, shards, on_tensor)
+    sink = TensorSink(work, shards, on_tensor, hash_tensors)
     # two output buffers: one being merged into while the writer still holds the other
     free: queue.Queue[OutputBuffer] = queue.Queue()
     for _ in range(2):
@@ -305,8 +322,10 @@ def write_model(
     shard_bytes: int = DEFAULT_SHARD_BYTES,
     device: str = "cpu",
     on_tensor: ProgressCallback | None = None,
-) -> str:
-    """Merge `plan` into `out_dir` atomically; returns the sha256 of the merged tensors."""
+    hash_tensors: bool = True,
+) -> str | None:
+    """Merge `plan` into `out_dir` atomically; returns the sha256 of the merged tensors (the identity the
+    search records), or None without `hash_tensors` (hashing costs ~0.5 s of CPU per GB written)."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not force:
         raise EvomergeError(f"{out_dir} already exists; pass --force to replace it")
@@ -320,7 +339,7 @@ def write_model(
     metadata = {"format": "pt", "evomerge_recipe_sha256": plan.recipe.sha256()}
     shards = plan_shards(plan.jobs, shard_bytes, metadata)
     _check_free_space(work, sum(shard.size for shard in shards))
-    digest = _merge_into(plan, work, shards, device, on_tensor)
+    digest = _merge_into(plan, work, shards, device, on_tensor, hash_tensors)
     write_shard_index(work, shards)
     _copy_auxiliary_files(plan, work)
     for path in work.iterdir():

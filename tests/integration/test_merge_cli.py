@@ -53,8 +53,10 @@ def test_task_arithmetic_merge_loads_in_transformers_and_matches_the_formula(
         },
     )
     out = tmp_path / "child"
-    result = run_merge(str(recipe), str(out))
+    result = run_merge(str(recipe), str(out), "--sha256")
     assert result.returncode == 0, result.stderr
+    # the printed identity is the one the search records: the hash of the tensors as written
+    assert f"sha256 {model_dir_sha256(out)}" in result.stdout
     base, a, b = (load_file(tiny_models[n] / "model.safetensors") for n in ("base", "a", "b"))
     merged = load_file(out / "model.safetensors")
     assert set(merged) == set(base)

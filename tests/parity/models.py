@@ -8,6 +8,15 @@ venv's transformers; mergekit (its own venv) reads the same directories.
 Layouts: Llama (untied), Mistral, Qwen2 (q/k/v biases), Gemma (tied), GPT-2 (Conv1D, `transformer.h.N`,
 tied lm_head), all float32; Llama again in bfloat16, and with mixed float32/bfloat16/float16 parents.
 
+Layouts with a tokenizer (Llama) also get `va` and `vb`: parents with their own vocabularies, for the
+`tokenizer_source` / `tokenizer:` recipes. Their word-level vocabularies overlap the base's in part and in
+another order, each adds the added tokens `<|im_start|>` and `<|im_end|>` (same settings, same order, so
+mergekit's union gives them the same ids whatever order it visits the parents in), and `va` alone adds the
+regular token `xa` (the only token a union appends from a parent's regular vocabulary: mergekit visits a
+vocabulary in hash-map order, so two such tokens would get ids in random order). A shared token starts
+from the base's row, a new one from seeded noise, then the usual per-tensor delta applies. Both carry the
+same chat template (the base has none), for `chat_template: auto`.
+
 Deltas are scaled per tensor: weight matrices move by ~35% of their own spread (cosine to the base ~0.94,
 so slerp takes its spherical branch), norm vectors of ones move by ~0.02 (cosine > 0.9995, so slerp takes
 its linear fallback). Variant `b` leaves the first layer's input norm untouched (a zero task vector: the
@@ -44,7 +53,12 @@ from transformers import (
 )
 
 VARIANTS = ("a", "b", "c")
-DELTA_SCALE = {"a": 0.35, "b": 0.30, "c": 0.40}
+DELTA_SCALE = {"a": 0.35, "b": 0.30, "c": 0.40, "va": 0.30, "vb": 0.25}
+VOCAB_ADDED = ("<|im_start|>", "<|im_end|>")
+VOCAB_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
 UNCHANGED_IN_B = ("layers.0.input_layernorm.weight", "h.0.ln_1.weight")
 
 
@@ -162,20 +176,63 @@ def _delta(name: str, value: torch.Tensor, layout: Layout, variant: str) -> torc
     return DELTA_SCALE[variant] * spread * noise
 
 
-def _write_tokenizer(out_dir: Path, vocab_size: int) -> None:
-    """A tiny word-level tokenizer (no download): tokenizer.json + tokenizer_config.json + specials."""
+def _word_tokenizer(words: list[str], added: tuple[str, ...] = ()):  # -> PreTrainedTokenizerFast
+    """A tiny word-level tokenizer (no download): `<unk>`, `<s>`, `</s>`, then `words`, then `added`."""
     from tokenizers import Tokenizer
     from tokenizers.models import WordLevel
     from tokenizers.pre_tokenizers import Whitespace
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
-    for index in range(3, vocab_size):
-        vocab[f"w{index}"] = index
+    vocab = {token: index for index, token in enumerate(["<unk>", "<s>", "</s>", *words])}
     backend = Tokenizer(WordLevel(vocab=vocab, unk_token="<unk>"))
     backend.pre_tokenizer = Whitespace()
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+    if added:
+        tokenizer.add_tokens(list(added))
+    return tokenizer
+
+
+def _write_tokenizer(out_dir: Path, vocab_size: int) -> None:
+    _word_tokenizer([f"w{index}" for index in range(3, vocab_size)]).save_pretrained(out_dir)
+
+
+def _vocab_words(variant: str, vocab_size: int) -> list[str]:
+    """`va`: w3..w89 in a seeded shuffle, then `xa`; `vb`: w10..w(vocab_size-1) in reverse order."""
+    if variant == "va":
+        words = [f"w{index}" for index in range(3, vocab_size - 6)]
+        order = torch.randperm(len(words), generator=_generator("vocab", variant)).tolist()
+        return [words[i] for i in order] + ["xa"]
+    return [f"w{index}" for index in reversed(range(10, vocab_size))]
+
+
+def build_vocab_variant(layout: Layout, base: PreTrainedModel, variant: str, root: Path) -> Path:
+    """A parent with its own vocabulary (see the module docstring): rows follow its tokenizer's ids."""
+    config = base.config
+    tokenizer = _word_tokenizer(_vocab_words(variant, config.vocab_size), VOCAB_ADDED)
+    tokenizer.chat_template = VOCAB_CHAT_TEMPLATE
+    vocab = tokenizer.get_vocab()
+    base_ids = {"<unk>": 0, "<s>": 1, "</s>": 2, **{f"w{i}": i for i in range(3, config.vocab_size)}}
+    new_config = copy.deepcopy(config)
+    new_config.vocab_size = len(vocab)
+    model = type(base)(new_config).eval()
+    state = {}
+    for name, value in base.state_dict().items():
+        if name.endswith(("embed_tokens.weight", "lm_head.weight")):
+            rows = torch.randn((len(vocab), value.shape[1]), generator=_generator(layout.seed, variant, "new", name))
+            rows *= value.std()
+            for token, index in vocab.items():
+                if token in base_ids:
+                    rows[index] = value[base_ids[token]]
+            value = rows
+        state[name] = value.clone()
+    model.load_state_dict(state)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            parameter.add_(_delta(name, parameter.data, layout, variant))
+    out_dir = root / layout.name / variant
+    model.to(layout.dtype).save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
+    return out_dir
 
 
 def build_layout(layout: Layout, root: Path) -> dict[str, Path]:
@@ -195,6 +252,9 @@ def build_layout(layout: Layout, root: Path) -> dict[str, Path]:
         if layout.tokenizer:
             _write_tokenizer(out_dir, config.vocab_size)
         paths[variant] = out_dir
+    if layout.tokenizer:
+        for variant in ("va", "vb"):
+            paths[variant] = build_vocab_variant(layout, base, variant, root)
     return paths
 
 

@@ -9,6 +9,11 @@ in `layouts` (default: all), and `test_every_method_has_a_template` fails for a 
 `exact=False` marks randomised methods (DARE/DELLA with density < 1): mergekit draws its masks from the
 global torch RNG in scheduler order, evomerge from a per-tensor generator, so only names, shapes, dtypes
 and finiteness are compared there. Their density-1 variants are exact and test the rest of the pipeline.
+
+`TIED_CUTOFF_METHODS` marks the methods that prune task vectors by magnitude (TIES, breadcrumbs): where
+entries share the magnitude at a cut-off, mergekit keeps whichever its unstable argsort puts first and
+evomerge the lowest indices, so their outputs must be bit-identical everywhere except at those tied
+entries, which the harness recomputes from mergekit's own plan (harness.TIE_ORACLE).
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ class Ctx:
     b: str
     c: str
     layers: int
+    va: str = ""  # parents with their own vocabularies (layouts with a tokenizer only; see models.py)
+    vb: str = ""
 
 
 @dataclass(frozen=True)
@@ -133,6 +140,100 @@ def linear_tokenizer_base(x: Ctx) -> Recipe:
         "base_model": x.base,
         "models": _models(x, (x.base, {"weight": 0.2}), (x.a, {"weight": 0.5}), (x.b, {"weight": 0.3})),
         "tokenizer_source": "base",
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# tokenizers: parents with different vocabularies (va, vb), rows remapped onto the output vocabulary.
+# Every recipe names base_model: without it mergekit takes the tokenizer base from a set (random order).
+def linear_tokenizer_union(x: Ctx) -> Recipe:
+    # <|im_start|>/<|im_end|>: in va and vb, not the base -> mean of va's and vb's rows; xa: va's row;
+    # w3..w9 (not in vb) and w90..w95 (not in va): the base's row
+    return {
+        "merge_method": "linear",
+        "base_model": x.base,
+        "models": _models(x, (x.base, {"weight": 0.2}), (x.va, {"weight": 0.5}), (x.vb, {"weight": 0.3})),
+        "tokenizer_source": "union",
+    }
+
+
+def linear_tokenizer_base_vocab(x: Ctx) -> Recipe:
+    recipe = linear_tokenizer_union(x)
+    recipe["tokenizer_source"] = "base"
+    return recipe
+
+
+def linear_tokenizer_union_bf16(x: Ctx) -> Recipe:
+    # the mean of two rows and the padding rows' mean computed in bfloat16, as mergekit does
+    recipe = linear_tokenizer_union(x)
+    del recipe["tokenizer_source"]
+    recipe["tokenizer"] = {"source": "union", "pad_to_multiple_of": 64}
+    recipe["dtype"] = "bfloat16"
+    return recipe
+
+
+def linear_chat_template_literal(x: Ctx) -> Recipe:
+    # no tokenizer_source: mergekit re-serialises the donor's tokenizer with the template set on it
+    return {
+        "merge_method": "linear",
+        "base_model": x.base,
+        "models": _models(x, (x.base, {"weight": 0.2}), (x.a, {"weight": 0.5}), (x.b, {"weight": 0.3})),
+        "chat_template": "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}",
+    }
+
+
+def linear_chat_template_auto_union(x: Ctx) -> Recipe:
+    # the template va and vb both carry wins the plurality (the base has none)
+    recipe = linear_tokenizer_union(x)
+    recipe["chat_template"] = "auto"
+    return recipe
+
+
+def ta_tokenizer_model(x: Ctx) -> Recipe:
+    # va's tokenizer as it is: base and vb lack xa (va's row is the only one), vb lacks w3..w9 (the base's)
+    return {
+        "merge_method": "task_arithmetic",
+        "base_model": x.base,
+        "models": _models(x, (x.va, {"weight": 0.6}), (x.vb, {"weight": [0.2, 0.7]})),
+        "tokenizer_source": x.va,
+    }
+
+
+def ties_tokenizer_tokens(x: Ctx) -> Recipe:
+    """`tokenizer:` with per-token sources, `force`, new tokens and padding."""
+    return {
+        "merge_method": "ties",
+        "base_model": x.base,
+        "models": _models(
+            x,
+            (x.base, None),
+            (x.va, {"weight": 0.6, "density": 0.7}),
+            (x.vb, {"weight": 0.4, "density": 0.5}),
+        ),
+        "tokenizer": {
+            "source": "union",
+            "pad_to_multiple_of": 32,
+            "tokens": {
+                "<|im_start|>": {"source": {"kind": "model_token", "model": x.base, "token": "<s>"}},
+                "<|im_end|>": {"source": x.vb},
+                "xa": {"source": {"kind": "zero"}},
+                "w5": {"source": {"kind": "model_token", "model": x.va, "token_id": 7}, "force": True},
+                "<tool>": {"source": {"kind": "zero"}},
+                "<think>": {"source": {"kind": "model_token", "model": x.vb, "token": "w50"}},
+            },
+        },
+    }
+
+
+def slerp_tokenizer_model_bf16(x: Ctx) -> Recipe:
+    # vb's vocabulary; the base lacks the added tokens (vb's rows), vb lacks w3..w9 (the base's rows)
+    return {
+        "merge_method": "slerp",
+        "base_model": x.base,
+        "models": _models(x, (x.base, None), (x.vb, None)),
+        "parameters": {"t": [0.3, 0.7]},
+        "tokenizer": {"source": x.vb, "pad_to_multiple_of": 8},
+        "dtype": "bfloat16",
     }
 
 
@@ -472,6 +573,14 @@ RECIPES: dict[str, RecipeSpec] = {
     "linear/base_unlisted": RecipeSpec(linear_base_unlisted, refused_with="parameters.weight: required by linear"),
     "linear/base_unlisted_top_weight": RecipeSpec(linear_base_unlisted_top_weight),
     "linear/tokenizer_base": RecipeSpec(linear_tokenizer_base, layouts=("llama",)),
+    "linear/tokenizer_union": RecipeSpec(linear_tokenizer_union, layouts=("llama",)),
+    "linear/tokenizer_base_vocab": RecipeSpec(linear_tokenizer_base_vocab, layouts=("llama",)),
+    "linear/tokenizer_union_bf16": RecipeSpec(linear_tokenizer_union_bf16, layouts=("llama",)),
+    "linear/tokenizer_chat_template_literal": RecipeSpec(linear_chat_template_literal, layouts=("llama",)),
+    "linear/tokenizer_union_chat_template_auto": RecipeSpec(linear_chat_template_auto_union, layouts=("llama",)),
+    "task_arithmetic/tokenizer_model": RecipeSpec(ta_tokenizer_model, layouts=("llama",)),
+    "ties/tokenizer_tokens": RecipeSpec(ties_tokenizer_tokens, layouts=("llama",)),
+    "slerp/tokenizer_model_bf16": RecipeSpec(slerp_tokenizer_model_bf16, layouts=("llama",)),
     "task_arithmetic/grad_lambda": RecipeSpec(ta_grad_lambda),
     "task_arithmetic/normalize": RecipeSpec(ta_normalize),
     "task_arithmetic/zero_sum_normalize": RecipeSpec(ta_zero_sum_normalize),
@@ -521,10 +630,24 @@ def method_of(recipe_id: str) -> str:
     return recipe_id.split("/", 1)[0]
 
 
+# merge method -> mergekit's sparsification of its task vectors, for the methods compared tie-aware
+TIED_CUTOFF_METHODS: dict[str, str] = {
+    "ties": "magnitude",
+    "breadcrumbs": "magnitude_outliers",
+    "breadcrumbs_ties": "magnitude_outliers",
+}
+
+
 METHOD_TEMPLATES: dict[str, list[str]] = {}
 for _recipe_id in RECIPES:
     METHOD_TEMPLATES.setdefault(method_of(_recipe_id), []).append(_recipe_id)
 
 
 def ctx_for(layout: str, paths: dict[str, Any], layers: int) -> Ctx:
-    return Ctx(layout, *(str(paths[k]) for k in ("base", "a", "b", "c")), layers=layers)
+    return Ctx(
+        layout,
+        *(str(paths[k]) for k in ("base", "a", "b", "c")),
+        layers=layers,
+        va=str(paths.get("va", "")),
+        vb=str(paths.get("vb", "")),
+    )

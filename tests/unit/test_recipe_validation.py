@@ -137,3 +137,55 @@ def test_equal_recipes_hash_equal_whatever_the_key_order() -> None:
     two = parse_recipe({"models": [{"parameters": {"weight": 1.0}, "model": "a"}], "merge_method": "linear"})
     assert one.sha256() == two.sha256()
     assert parse_recipe(__import__("yaml").safe_load(one.to_yaml())).sha256() == one.sha256()
+
+
+TWO_MODELS = {"merge_method": "linear", "base_model": "a", "models": [{"model": "a"}, {"model": "b"}]}
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"tokenizer_source": "c"}, "tokenizer_source: 'c' is neither `base`, `union` nor one of the recipe's models"),
+        ({"tokenizer_source": "union", "tokenizer": {}}, "tokenizer: cannot be used together with `tokenizer_source`"),
+        ({"tokenizer": {"source": "zz"}}, "tokenizer.source: 'zz' is neither"),
+        ({"tokenizer": {"sorce": "union"}}, "tokenizer.sorce: unknown key"),
+        ({"tokenizer": {"pad_to_multiple_of": -8}}, "tokenizer.pad_to_multiple_of: must be a positive number"),
+        ({"tokenizer": {"tokens": {"x": {"source": {"kind": "one"}}}}}, "tokenizer.tokens.x.source: kind must be"),
+        (
+            {"tokenizer": {"tokens": {"x": {"source": {"kind": "model_token", "model": "a"}}}}},
+            "tokenizer.tokens.x.source: give exactly one of `token` or `token_id`",
+        ),
+        (
+            {"tokenizer": {"tokens": {"x": {"source": {"kind": "model_token", "model": "q", "token_id": 1}}}}},
+            "tokenizer.tokens.x.source.model: 'q' is not one of the recipe's models",
+        ),
+        ({"tokenizer": {"tokens": {"x": {"source": "q"}}}}, "tokenizer.tokens.x.source: 'q' is not one of"),
+        ({"tokenizer": {"tokens": {"x": {"source": [1]}}}}, "tokenizer.tokens.x.source: must be a model name"),
+        ({"tokenizer": {"tokens": {"x": {"force": True}}}}, "tokenizer.tokens.x: `force` needs a `source`"),
+        ({"chat_template": "zephyr"}, "chat_template: 'zephyr' is neither `auto`, a built-in template"),
+    ],
+)
+def test_tokenizer_settings_are_checked_with_their_key(settings: dict[str, object], message: str) -> None:
+    with pytest.raises(RecipeError) as error:
+        parse_recipe({**TWO_MODELS, **settings}, "r.yaml")
+    assert f"r.yaml: {message}" in str(error.value)
+
+
+def test_tokenizer_settings_mergekit_accepts_parse() -> None:
+    recipe = parse_recipe(
+        {
+            **TWO_MODELS,
+            "tokenizer": {
+                "pad_to_multiple_of": 64,
+                "tokens": {
+                    "<|im_start|>": {"source": {"kind": "model_token", "model": "b", "token": "<s>"}},
+                    "<|im_end|>": {"source": "b", "force": True},
+                    "<pad>": {"source": {"kind": "zero"}},
+                },
+            },
+            "chat_template": "chatml",
+        }
+    )
+    assert recipe.tokenizer is not None and recipe.tokenizer.source == "union"  # mergekit's default
+    assert parse_recipe(__import__("yaml").safe_load(recipe.to_yaml())).sha256() == recipe.sha256()
+    assert parse_recipe({**TWO_MODELS, "tokenizer_source": "b"}).tokenizer_source == "b"
