@@ -30,7 +30,7 @@ ROOT = PARITY_DIR.parents[1]
 sys.path.insert(0, str(PARITY_DIR))
 
 from models import LAYOUTS, build_all, source_sha256  # noqa: E402
-from recipes import RECIPES, RecipeSpec, ctx_for, method_of  # noqa: E402
+from recipes import RECIPES, TIED_CUTOFF_METHODS, RecipeSpec, ctx_for, method_of  # noqa: E402
 
 MERGEKIT_VENV = Path(os.environ.get("EVOMERGE_MERGEKIT_VENV", ROOT / ".venv-mergekit"))
 MERGEKIT_PYTHON = MERGEKIT_VENV / "bin" / "python"
@@ -66,6 +66,10 @@ class Case:
     ev_out: Path
     mk: dict[str, Any] = field(default_factory=dict)
     ev: dict[str, Any] = field(default_factory=dict)
+    # magnitude-pruned methods: the tie oracle's result ({"ok", "error", "masks": path}), and per output
+    # tensor (mismatching entries, tied entries) once compared
+    ties: dict[str, Any] | None = None
+    tie_counts: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
@@ -207,7 +211,147 @@ def run_parity(work: Path, only: list[str] | None = None) -> ParityRun:
     timings["evomerge"] = time.perf_counter() - start
     for job in ev_jobs:
         cases[job["id"]].ev = ev_results.get(job["id"], {"ok": False, "error": "no result from the evomerge driver"})
+
+    start = time.perf_counter()
+    _run_tie_oracle([case for case in cases.values() if case.method in TIED_CUTOFF_METHODS and case.mk.get("ok")], work)
+    timings["tie_oracle"] = time.perf_counter() - start
     return ParityRun(work, cases, implemented, timings)
+
+
+# ------------------------------------------------------------------------------------------------
+# ties at magnitude cut-offs
+TIE_ORACLE = r"""
+# Runs in .venv-mergekit:  python -c TIE_ORACLE JOBS.json RESULTS.json
+# For each job (a recipe of a magnitude-pruned method), plan the merge with mergekit's own planner, load each
+# output tensor's inputs as mergekit does (its loader, vocabulary permutation, dtype promotion), and for every
+# non-base input recompute the task vector (input - base) and the entries whose float32 magnitude equals a
+# cut-off magnitude whose tie group the cut splits: there mergekit's unstable argsort and a stable order may
+# keep different entries. Writes the union over the inputs per output tensor (uint8) to job["out"].
+import functools
+import json
+import sys
+import traceback
+
+import torch
+import yaml
+from mergekit.architecture import get_architecture_info
+from mergekit.config import MergeConfiguration
+from mergekit.graph import Executor
+from mergekit.io.tasks import LoaderCache
+from mergekit.merge import _model_out_config
+from mergekit.merge_methods.task_adapter import ExecuteMergeMethodTask
+from mergekit.options import MergeOptions
+from mergekit.plan import MergePlanner
+from safetensors.torch import save_file
+
+
+def tied_entries(delta, sparsification, parameters):
+    density = parameters.get("density", 1.0)
+    magnitudes = delta.abs().reshape(-1).float()  # mergekit ranks float32 magnitudes on CPU
+    numel = magnitudes.numel()
+    if density >= 1 or numel == 0:
+        return None
+    if sparsification == "magnitude":
+        if density <= 0:
+            return None
+        cuts = [numel - max(1, int(density * numel))]  # ascending positions >= the cut are kept
+    else:
+        keep, top = int(density * numel), int(parameters["gamma"] * numel)
+        bottom = max(0, numel - keep - top)
+        cuts = [bottom, bottom + keep] if keep > 0 else []  # kept: ascending positions in [bottom, bottom + keep)
+    ascending = torch.sort(magnitudes).values
+    tied = torch.zeros(numel, dtype=torch.bool)
+    for cut in cuts:
+        if 0 < cut < numel and ascending[cut - 1] == ascending[cut]:  # the cut splits a group of equal values
+            tied |= magnitudes == ascending[cut]
+    return tied.reshape(delta.shape)
+
+
+def run_job(job):
+    with open(job["recipe"], encoding="utf-8") as handle:
+        config = MergeConfiguration.model_validate(yaml.safe_load(handle.read()))
+    options = MergeOptions(quiet=True)
+    arch_info = get_architecture_info(config, options)
+    LoaderCache().setup(options=options)
+    out_config = _model_out_config(config, arch_info, trust_remote_code=False)
+    planner = MergePlanner(config, arch_info, options=options, out_model_config=out_config)
+    planner._plan()  # what plan_to_disk plans (plan_in_memory fails to build its ReturnTensor tasks in 0.1.5)
+    merges = {}
+    for weight, task in planner._tensors:
+        if not isinstance(task, ExecuteMergeMethodTask):
+            raise RuntimeError(f"{weight.name}: unexpected task {type(task).__name__}")
+        merges.setdefault(task.gather_tensors, []).append((weight.name, task))
+    masks, counts = {}, {}
+    for inputs_task, tensors in Executor(list(merges)).run(quiet=True):
+        for name, task in merges[inputs_task]:
+            if task.base_model not in tensors or not all(t.is_floating_point() for t in tensors.values()):
+                continue
+            dtype = functools.reduce(torch.promote_types, [t.dtype for t in tensors.values()])
+            base = tensors[task.base_model].to(dtype)
+            union = torch.zeros(base.shape, dtype=torch.bool)
+            for model in task.model_order:
+                if model == task.base_model or model not in tensors:
+                    continue
+                parameters = dict(task.input_parameters[model])
+                tied = tied_entries(tensors[model].to(dtype) - base, job["sparsification"], parameters)
+                if tied is not None:
+                    union |= tied
+            masks[name] = union.to(torch.uint8).contiguous()
+            counts[name] = int(union.sum())
+    save_file(masks, job["out"])
+    return counts
+
+
+def main(jobs_path, results_path):
+    with open(jobs_path, encoding="utf-8") as handle:
+        jobs = json.load(handle)
+    results = {}
+    for job in jobs:
+        try:
+            results[job["id"]] = {"ok": True, "error": None, "masks": job["out"], "tied": run_job(job)}
+        except Exception as error:
+            detail = "".join(traceback.format_exception_only(type(error), error)).strip()
+            results[job["id"]] = {"ok": False, "error": detail, "traceback": traceback.format_exc()}
+    with open(results_path, "w", encoding="utf-8") as handle:
+        json.dump(results, handle, indent=2)
+
+
+main(*sys.argv[1:3])
+"""
+
+
+def _run_tie_oracle(cases: list[Case], work: Path) -> None:
+    """Sets `case.ties` for each case: where its tied entries are (TIE_ORACLE, in .venv-mergekit)."""
+    if not cases:
+        return
+    (work / "ties").mkdir(exist_ok=True)
+    jobs = [
+        {
+            "id": case.id,
+            "recipe": str(case.recipe_path),
+            "out": str(work / "ties" / f"{case.mk_out.name}.safetensors"),
+            "sparsification": TIED_CUTOFF_METHODS[case.method],
+        }
+        for case in cases
+    ]
+    jobs_path, results_path = work / "ties-jobs.json", work / "ties-results.json"
+    jobs_path.write_text(json.dumps(jobs, indent=2))
+    results_path.unlink(missing_ok=True)
+    log = work / "ties-oracle.log"
+    with log.open("w") as handle:
+        proc = subprocess.run(
+            [str(MERGEKIT_PYTHON), "-c", TIE_ORACLE, str(jobs_path), str(results_path)],
+            cwd=ROOT,
+            env=subprocess_env(),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            timeout=DRIVER_TIMEOUT_S,
+        )
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    for case in cases:
+        case.ties = results.get(
+            case.id, {"ok": False, "error": f"no result from the tie oracle (exit {proc.returncode}; log {log})"}
+        )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -262,16 +406,65 @@ def compare_tensor(name: str, ref: torch.Tensor, got: torch.Tensor, exact: bool)
     return TensorDiff(name, f"{ref.dtype} {list(ref.shape)}: {int(differ.sum())}/{ref.numel()} elements differ")
 
 
+def compare_tied(name: str, ref: torch.Tensor, got: torch.Tensor, tied: torch.Tensor) -> tuple[TensorDiff | None, int]:
+    """A magnitude-pruned output: bit-identical except at `tied` entries (a task vector's magnitude there equals
+    a cut-off magnitude whose tie group the cut splits), and no more mismatches than tied entries.
+    Returns the difference found (or None) and the number of mismatching entries."""
+    if ref.dtype != got.dtype or ref.shape != got.shape or tied.shape != ref.shape:
+        diff = compare_tensor(name, ref, got, exact=True)
+        return diff or TensorDiff(name, f"tie mask {list(tied.shape)} vs tensor {list(ref.shape)}"), ref.numel()
+    differ = ref != got
+    if ref.is_floating_point():
+        differ &= ~(torch.isnan(ref) & torch.isnan(got))
+    tied = tied.bool()
+    mismatched, outside = int(differ.sum()), differ & ~tied
+    if outside.any():
+        base = compare_tensor(name, torch.where(outside, ref, got), got, exact=True)
+        detail = base.problem if base is not None else ""
+        problem = f"{int(outside.sum())} mismatches outside the {int(tied.sum())} tied entries; {detail}"
+        return TensorDiff(name, problem), mismatched
+    if mismatched > int(tied.sum()):  # implied by the check above; kept as the stated bound
+        return TensorDiff(name, f"{mismatched} mismatches > {int(tied.sum())} tied entries"), mismatched
+    return None, mismatched
+
+
 def compare_outputs(case: Case) -> list[TensorDiff]:
     ref = read_tensors(case.mk_out)
     got = read_tensors(case.ev_out)
     diffs = [TensorDiff(name, "only in mergekit output") for name in sorted(set(ref) - set(got))]
     diffs += [TensorDiff(name, "only in evomerge output") for name in sorted(set(got) - set(ref))]
+    tie_masks: dict[str, torch.Tensor] | None = None
+    if case.method in TIED_CUTOFF_METHODS and case.spec.exact:
+        if not case.ties or not case.ties.get("ok"):
+            error = (case.ties or {}).get("error", "the tie oracle did not run")
+            return [*diffs, TensorDiff("<tie oracle>", str(error))]
+        tie_masks = read_tensors_file(Path(case.ties["masks"]))
+    case.tie_counts = {}
     for name in sorted(set(ref) & set(got)):
-        diff = compare_tensor(name, ref[name], got[name], case.spec.exact)
+        if tie_masks is not None and name in tie_masks:
+            diff, mismatched = compare_tied(name, ref[name], got[name], tie_masks[name])
+            case.tie_counts[name] = (mismatched, int(tie_masks[name].sum()))
+        else:
+            diff = compare_tensor(name, ref[name], got[name], case.spec.exact)
         if diff is not None:
             diffs.append(diff)
     return diffs
+
+
+def read_tensors_file(path: Path) -> dict[str, torch.Tensor]:
+    with safe_open(str(path), framework="pt") as handle:
+        return {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118 - not a mapping
+
+
+def tie_summary(case: Case) -> str:
+    """One line: mismatching entries against tied entries, in all and in the worst tensor."""
+    if not case.tie_counts:
+        return "no tie-aware tensors"
+    mismatched = sum(m for m, _ in case.tie_counts.values())
+    tied = sum(t for _, t in case.tie_counts.values())
+    line = f"{mismatched} mismatching / {tied} tied entries over {len(case.tie_counts)} tensors"
+    worst_name, (worst_m, worst_t) = max(case.tie_counts.items(), key=lambda item: item[1][0])
+    return line + (f"; max {worst_m} (of {worst_t} tied) in {worst_name}" if worst_m else "")
 
 
 LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers")
@@ -395,6 +588,8 @@ def report(run: ParityRun) -> str:
         aux, extras = compare_aux_files(case)
         status = "PASS" if not (diffs or cfg or aux) else "MISMATCH"
         lines.append(f"{status:12} {case.id}" + ("" if case.spec.exact else "  (inexact: structure only)"))
+        if case.tie_counts:
+            lines.append(f"    ties at cut-offs: {tie_summary(case)}")
         for diff in diffs:
             lines.append(f"    {diff.name}: {diff.problem}")
         for problem in cfg + aux:

@@ -3,8 +3,10 @@
 For each parent layout (tests/parity/models.py) and each recipe template (tests/parity/recipes.py) whose
 method evomerge registers, the same YAML is merged by `mergekit-yaml` (in .venv-mergekit) and by
 `evomerge merge`; the outputs must hold the same tensor names, shapes and dtypes, bit-identical values
-(deterministic methods), the same config.json essentials, and the tokenizer/generation files mergekit
-copies. Both sides run once per session (conftest.parity_run); the tests only read their outputs.
+(deterministic methods; for the magnitude-pruned ones, TIES and breadcrumbs, everywhere but at entries tied at
+a cut-off magnitude, see recipes.TIED_CUTOFF_METHODS), the same config.json essentials, and the
+tokenizer/generation files mergekit copies. Both sides run once per session (conftest.parity_run); the tests
+only read their outputs.
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ from harness import (
     evomerge_methods,
     read_tensors,
     subprocess_env,
+    tie_summary,
 )
 from models import LAYOUTS
-from recipes import METHOD_TEMPLATES, RECIPES, method_of
+from recipes import METHOD_TEMPLATES, RECIPES, TIED_CUTOFF_METHODS, method_of
 
 pytestmark = pytest.mark.parity
 
@@ -79,6 +82,29 @@ def test_tensors_match(parity_run: ParityRun, layout: str, recipe_id: str) -> No
             f"  recipe: {case.recipe_path}\n  mergekit: {case.mk_out}\n  evomerge: {case.ev_out}",
             pytrace=False,
         )
+
+
+def test_ties_at_cut_offs_are_the_only_mismatches(parity_run: ParityRun, capsys: pytest.CaptureFixture[str]) -> None:
+    """TIES/breadcrumbs: per tensor, mismatches only at tied entries and no more of them than tied entries
+    (compare_tied); prints how many mismatches the tie rule causes, case by case."""
+    cases = [
+        case
+        for case in parity_run.cases.values()
+        if case.method in TIED_CUTOFF_METHODS and case.spec.exact and case.mk.get("ok") and case.ev.get("ok")
+    ]
+    if not cases:
+        pytest.skip("no magnitude-pruned case ran")
+    lines, failures = [], []
+    for case in cases:
+        diffs = compare_outputs(case)
+        failures += [f"{case.id}: {d.name}: {d.problem}" for d in diffs]
+        lines.append(f"  {case.id}: {tie_summary(case)}")
+        failures += [f"{case.id}: {name}: {m} > {t}" for name, (m, t) in case.tie_counts.items() if m > t]
+    worst = max((m for case in cases for m, _ in case.tie_counts.values()), default=0)
+    with capsys.disabled():
+        print(f"\nties at magnitude cut-offs (mismatching / tied entries; max {worst} in one tensor):")
+        print("\n".join(lines))
+    assert not failures, "\n".join(failures[:MAX_LISTED])
 
 
 @pytest.mark.parametrize(("layout", "recipe_id"), CASES, ids=IDS)
