@@ -38,6 +38,11 @@ def sign_consensus(weighted_deltas: Tensor) -> Tensor:
     return weighted_deltas.sign() == majority
 
 
+COMBINE_BLOCK = 1 << 18
+"""Entries per block when combining task vectors: the combination is elementwise once the deltas are
+pruned, so it runs block by block with every temporary in the CPU caches (same result, bit for bit)."""
+
+
 def combine_task_vectors(
     base: Tensor,
     models: list[Tensor],
@@ -48,12 +53,26 @@ def combine_task_vectors(
     consensus: bool = False,
     deltas: Tensor | None = None,
 ) -> Tensor:
-    """base + λ · mix(w · deltas); `deltas` may be given already sparsified."""
+    """base + λ · mix(w · deltas); `deltas` may be given already sparsified (and is scaled in place)."""
     if not models:
         return base
     if deltas is None:
         deltas = task_vectors(base, models)
-    weights = weights_like(deltas, weight)
+    flat_base = base.reshape(-1)
+    flat_deltas = deltas.reshape(len(models), -1)
+    weights = weights_like(flat_deltas, weight)
+    result = torch.empty_like(flat_base)
+    for start in range(0, flat_base.numel(), COMBINE_BLOCK):
+        stop = min(start + COMBINE_BLOCK, flat_base.numel())
+        result[start:stop] = _combine_block(
+            flat_base[start:stop], flat_deltas[:, start:stop], weights, normalize, scale, consensus
+        )
+    return result.view(base.shape)
+
+
+def _combine_block(
+    base: Tensor, deltas: Tensor, weights: Tensor, normalize: bool, scale: float, consensus: bool
+) -> Tensor:
     deltas.mul_(weights)
     if consensus:
         mask = sign_consensus(deltas)
