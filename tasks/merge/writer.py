@@ -9,7 +9,6 @@ generation config, the recipe and a model card.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -32,6 +31,7 @@ from tasks.merge.engine import (
     merge_job,
     release_inputs,
     tensor_bytes,
+    tensor_sha256,
     tensors_sha256,
     tune_allocator,
     verify_finite,
@@ -98,21 +98,20 @@ def plan_shards(jobs: list[TensorJob], max_bytes: int, metadata: dict[str, str])
     """Every output file laid out before anything is merged (the plan knows each tensor's shape and dtype).
     Tensors fill shards in job order until `max_bytes`; inside a shard, wider dtypes come first, so every
     tensor starts aligned to its element size, as safetensors' own writer arranges them."""
-    groups: list[list[TensorJob]] = []
+    groups: list[list[TensorJob]] = [[]]
     size = 0
     for job in jobs:
-        if groups and groups[-1] and size + job.nbytes > max_bytes:
+        if groups[-1] and size + job.nbytes > max_bytes:
             groups.append([])
             size = 0
-        if not groups:
-            groups.append([])
         groups[-1].append(job)
         size += job.nbytes
-    count = len(groups)
+    groups = [group for group in groups if group]
     shards = []
     for number, group in enumerate(groups, start=1):
         ordered = sorted(group, key=lambda job: -job.dtype.itemsize)
         table: dict[str, Any] = {"__metadata__": metadata}
+        starts = []
         cursor = 0
         for job in ordered:
             table[job.output_name] = {
@@ -120,14 +119,16 @@ def plan_shards(jobs: list[TensorJob], max_bytes: int, metadata: dict[str, str])
                 "shape": list(job.shape),
                 "data_offsets": [cursor, cursor + job.nbytes],
             }
+            starts.append(cursor)
             cursor += job.nbytes
         text = json.dumps(table, separators=(",", ":")).encode()
         text += b" " * (-len(text) % 8)
         header = struct.pack("<Q", len(text)) + text
         entries = [
-            ShardEntry(name, job.dtype, job.shape, len(header) + table[name]["data_offsets"][0])
-            for name, job in ((job.output_name, job) for job in ordered)
+            ShardEntry(job.output_name, job.dtype, job.shape, len(header) + start)
+            for job, start in zip(ordered, starts, strict=True)
         ]
+        count = len(groups)
         file_name = "model.safetensors" if count == 1 else f"model-{number:05d}-of-{count:05d}.safetensors"
         shards.append(Shard(file_name, header, entries))
     return shards
@@ -190,9 +191,7 @@ class TensorSink:
         data = tensor_bytes(tensor) if tensor.numel() else memoryview(b"")
         _write_all(self.descriptors[index], data, entry.offset)
         if self.hash_tensors:
-            digest = hashlib.sha256(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-            digest.update(data)
-            self.hashes[name] = digest.hexdigest()
+            self.hashes[name] = tensor_sha256(name, tensor)
         if self.on_tensor is not None:
             self.on_tensor(name, len(data))
 
@@ -342,8 +341,10 @@ def write_model(
     digest = _merge_into(plan, work, shards, device, on_tensor, hash_tensors)
     write_shard_index(work, shards)
     _copy_auxiliary_files(plan, work)
+    written = {shard.file_name for shard in shards}  # the writer fsynced these already
     for path in work.iterdir():
-        _fsync_file(path)
+        if path.name not in written:
+            _fsync_file(path)
     _fsync_dir(work)
     if out_dir.exists():
         replaced = out_dir.with_name(out_dir.name + f".replaced-{os.getpid()}")
