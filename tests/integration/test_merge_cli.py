@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from cli_runner import run_merge
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
@@ -19,18 +17,6 @@ from tasks.merge.engine import tensors_sha256
 from tasks.merge.writer import model_dir_sha256
 
 pytestmark = pytest.mark.integration
-EVOMERGE = [sys.executable, "-m", "flows.cli"]
-
-
-def run_merge(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*EVOMERGE, "merge", *args, "--quiet"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, **(env or {})},
-        cwd=Path(__file__).parents[2],
-    )
 
 
 def write_recipe(path: Path, recipe: dict[str, object]) -> Path:
@@ -187,13 +173,7 @@ def test_plan_checks_and_prints_the_cost_without_merging(tiny_models: dict[str, 
             "models": [{"model": str(tiny_models["a"]), "parameters": {"weight": 1.0, "density": 0.5}}],
         },
     )
-    result = subprocess.run(
-        [*EVOMERGE, "merge", str(recipe), "--plan"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=Path(__file__).parents[2],
-    )
+    result = run_merge(str(recipe), "--plan")
     assert result.returncode == 0, result.stderr
     text = " ".join(result.stdout.split())
     base_bytes = (tiny_models["base"] / "model.safetensors").stat().st_size

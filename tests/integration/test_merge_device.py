@@ -3,18 +3,16 @@ machine); elsewhere it is skipped, and the test that does run checks the clear r
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from cli_runner import run_merge
 
 from tasks.merge.tensor_io import ModelSource
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).parents[2]
 HAS_CUDA = torch.cuda.is_available()
 RECIPES = {
     "linear": {"merge_method": "linear", "models": ["a", "b"], "parameters": {"weight": 0.5}},
@@ -22,11 +20,6 @@ RECIPES = {
     "ties": {"merge_method": "ties", "base_model": "base", "models": ["a", "b"], "density": 0.5},
     "slerp": {"merge_method": "slerp", "base_model": "base", "models": ["a"], "t": 0.3},
 }
-
-
-def merge(recipe: Path, out: Path, device: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "flows.cli", "merge", str(recipe), str(out), "--quiet", "--device", device]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
 
 
 def recipe_file(tiny_models: dict[str, Path], tmp_path: Path, method: str) -> Path:
@@ -53,7 +46,7 @@ def test_cuda_merge_equals_the_cpu_merge(tiny_models: dict[str, Path], tmp_path:
     recipe = recipe_file(tiny_models, tmp_path, method)
     outputs = {}
     for device in ("cpu", "cuda"):
-        result = merge(recipe, tmp_path / device, device)
+        result = run_merge(str(recipe), str(tmp_path / device), "--device", device)
         assert result.returncode == 0, result.stderr
         outputs[device] = ModelSource(device, tmp_path / device)
     assert set(outputs["cpu"].tensors) == set(outputs["cuda"].tensors)
@@ -67,13 +60,13 @@ def test_cuda_merge_equals_the_cpu_merge(tiny_models: dict[str, Path], tmp_path:
 @pytest.mark.skipif(HAS_CUDA, reason="a CUDA GPU is present: the refusal cannot happen here")
 def test_cuda_without_a_gpu_is_refused_before_anything_is_read(tiny_models: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "child"
-    result = merge(recipe_file(tiny_models, tmp_path, "linear"), out, "cuda")
+    result = run_merge(str(recipe_file(tiny_models, tmp_path, "linear")), str(out), "--device", "cuda")
     assert result.returncode == 2
     assert "--device cuda: no CUDA GPU is available here" in result.stderr
     assert not out.exists() and not out.with_name("child.partial").exists()
 
 
 def test_unknown_device_is_refused(tiny_models: dict[str, Path], tmp_path: Path) -> None:
-    result = merge(recipe_file(tiny_models, tmp_path, "linear"), tmp_path / "child", "tpu")
+    result = run_merge(str(recipe_file(tiny_models, tmp_path, "linear")), str(tmp_path / "child"), "--device", "tpu")
     assert result.returncode == 2
     assert "merges run on cpu or cuda" in result.stderr or "is not a device" in result.stderr

@@ -5,14 +5,12 @@ has tokens, and a token's merged row must be the method applied to the parents' 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from cli_runner import run_merge
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -20,7 +18,6 @@ from tasks.merge import methods  # noqa: F401  (fills the registry)
 from tasks.merge.registry import get_method
 
 pytestmark = pytest.mark.integration
-EVOMERGE = [sys.executable, "-m", "flows.cli"]
 EMBEDDINGS = ("model.embed_tokens.weight", "lm_head.weight")
 WORDS_A = [f"w{i}" for i in range(20)]
 WORDS_B = [f"w{i}" for i in reversed(range(5, 30))] + ["y1"]
@@ -51,14 +48,7 @@ def merge(parents: dict[str, Path], tmp_path: Path, **settings: object) -> Path:
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
     out = tmp_path / "child"
-    result = subprocess.run(
-        [*EVOMERGE, "merge", str(path), str(out), "--quiet"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        cwd=Path(__file__).parents[2],
-    )
+    result = run_merge(str(path), str(out), env={"HF_HUB_OFFLINE": "1"})
     assert result.returncode == 0, result.stderr
     return out
 
@@ -160,13 +150,7 @@ def test_plan_only_with_a_union(parents: dict[str, Path], tmp_path: Path) -> Non
             }
         )
     )
-    result = subprocess.run(
-        [*EVOMERGE, "merge", str(recipe), "--plan"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=Path(__file__).parents[2],
-    )
+    result = run_merge(str(recipe), "--plan")
     assert result.returncode == 0, result.stderr
     assert "compatible" in result.stdout
 
@@ -181,11 +165,5 @@ def test_vocabularies_need_a_tokenizer_source(parents: dict[str, Path], tmp_path
             }
         )
     )
-    result = subprocess.run(
-        [*EVOMERGE, "merge", str(recipe), str(tmp_path / "out"), "--quiet"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=Path(__file__).parents[2],
-    )
+    result = run_merge(str(recipe), str(tmp_path / "out"))
     assert result.returncode == 2 and "set `tokenizer_source`" in " ".join(result.stderr.split())

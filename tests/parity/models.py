@@ -52,6 +52,9 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, also when run as a script
+from tiny_models import word_tokenizer  # noqa: E402
+
 VARIANTS = ("a", "b", "c")
 DELTA_SCALE = {"a": 0.35, "b": 0.30, "c": 0.40, "va": 0.30, "vb": 0.25}
 VOCAB_ADDED = ("<|im_start|>", "<|im_end|>")
@@ -176,24 +179,8 @@ def _delta(name: str, value: torch.Tensor, layout: Layout, variant: str) -> torc
     return DELTA_SCALE[variant] * spread * noise
 
 
-def _word_tokenizer(words: list[str], added: tuple[str, ...] = ()):  # -> PreTrainedTokenizerFast
-    """A tiny word-level tokenizer (no download): `<unk>`, `<s>`, `</s>`, then `words`, then `added`."""
-    from tokenizers import Tokenizer
-    from tokenizers.models import WordLevel
-    from tokenizers.pre_tokenizers import Whitespace
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {token: index for index, token in enumerate(["<unk>", "<s>", "</s>", *words])}
-    backend = Tokenizer(WordLevel(vocab=vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = Whitespace()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
-    if added:
-        tokenizer.add_tokens(list(added))
-    return tokenizer
-
-
 def _write_tokenizer(out_dir: Path, vocab_size: int) -> None:
-    _word_tokenizer([f"w{index}" for index in range(3, vocab_size)]).save_pretrained(out_dir)
+    word_tokenizer([f"w{index}" for index in range(3, vocab_size)]).save_pretrained(out_dir)
 
 
 def _vocab_words(variant: str, vocab_size: int) -> list[str]:
@@ -208,7 +195,7 @@ def _vocab_words(variant: str, vocab_size: int) -> list[str]:
 def build_vocab_variant(layout: Layout, base: PreTrainedModel, variant: str, root: Path) -> Path:
     """A parent with its own vocabulary (see the module docstring): rows follow its tokenizer's ids."""
     config = base.config
-    tokenizer = _word_tokenizer(_vocab_words(variant, config.vocab_size), VOCAB_ADDED)
+    tokenizer = word_tokenizer(_vocab_words(variant, config.vocab_size), VOCAB_ADDED)
     tokenizer.chat_template = VOCAB_CHAT_TEMPLATE
     vocab = tokenizer.get_vocab()
     base_ids = {"<unk>": 0, "<s>": 1, "</s>": 2, **{f"w{i}": i for i in range(3, config.vocab_size)}}

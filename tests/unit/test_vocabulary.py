@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import word_tokenizer
 from tokenizers import Tokenizer
-from tokenizers.models import BPE, WordLevel
-from tokenizers.pre_tokenizers import Whitespace
+from tokenizers.models import BPE
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from tasks.errors import ModelMismatchError, RecipeError
@@ -23,18 +23,6 @@ from tasks.merge.output_tokenizer import (
 )
 from tasks.merge.recipe import TokenEmbeddingConfig
 from tasks.merge.vocabulary import is_vocabulary_tensor, plan_row_map, remap_rows
-
-SPECIALS = ["<unk>", "<s>", "</s>"]
-
-
-def word_tokenizer(words: list[str], added: tuple[str, ...] = ()) -> PreTrainedTokenizerFast:
-    vocab = {token: index for index, token in enumerate([*SPECIALS, *words])}
-    backend = Tokenizer(WordLevel(vocab=vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = Whitespace()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
-    if added:
-        tokenizer.add_tokens(list(added))
-    return tokenizer
 
 
 def save_parent(directory: Path, tokenizer: PreTrainedTokenizerFast, vocab_size: int | None = None) -> Path:
