@@ -271,6 +271,9 @@ def partial_dir(out_dir: Path) -> Path:
 
 
 def _check_free_space(directory: Path, needed: int) -> None:
+    """Checked on the nearest existing ancestor, before anything is created."""
+    while not directory.exists():
+        directory = directory.parent
     free = shutil.disk_usage(directory).free
     if free < needed:
         raise EvomergeError(
@@ -334,10 +337,10 @@ def write_model(
     work = partial_dir(out_dir)
     if work.exists():
         shutil.rmtree(work)
-    work.mkdir(parents=True)
     metadata = {"format": "pt", "evomerge_recipe_sha256": plan.recipe.sha256()}
     shards = plan_shards(plan.jobs, shard_bytes, metadata)
     _check_free_space(work, sum(shard.size for shard in shards))
+    work.mkdir(parents=True)
     digest = _merge_into(plan, work, shards, device, on_tensor, hash_tensors)
     write_shard_index(work, shards)
     _copy_auxiliary_files(plan, work)
