@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from tasks.merge.methods.arcee_fusion import _quantiles, arcee_fusion
 from tasks.merge.methods.breadcrumbs import breadcrumbs_linear as breadcrumbs
 from tasks.merge.methods.dare import dare_linear, dare_ties
 from tasks.merge.methods.della import della_linear
@@ -16,7 +17,7 @@ from tasks.merge.methods.multislerp import multislerp
 from tasks.merge.methods.nearswap import nearswap
 from tasks.merge.methods.nuslerp import nuslerp
 from tasks.merge.methods.passthrough import passthrough
-from tasks.merge.methods.sce import sce
+from tasks.merge.methods.sce import population_variance, sce
 from tasks.merge.methods.sparsify import bernoulli_prune, della_prune, magnitude_outliers
 from tasks.merge.methods.task_arithmetic import task_arithmetic
 from tasks.merge.methods.ties import ties
@@ -136,3 +137,40 @@ def test_sce_with_equal_energy_and_agreement_is_the_average(trio: tuple[torch.Te
     a = torch.tensor([1.0, 2.0, 3.0, 4.0])
     b = torch.tensor([4.0, 3.0, 2.0, 1.0])  # same mean square as a, all signs positive
     assert torch.allclose(sce(base, [a, b]), (a + b) / 2)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.float64])
+def test_arcee_quantiles_are_the_sorted_entries_at_their_positions(dtype: torch.dtype) -> None:
+    values = torch.randn(5001, generator=generator(3)).to(dtype)
+    values[17] = float("nan")  # sorts last, as in a full sort
+    quantiles = [0.5, 0.25, 0.75, 0.0, 1.0]
+    ordered = torch.sort(values).values
+    found = _quantiles(values, quantiles, generator())
+    for q, value in zip(quantiles, found, strict=True):
+        expected = ordered[int(q * (values.numel() - 1))]
+        assert value.dtype == dtype
+        assert torch.equal(value, expected) or (value.isnan() and expected.isnan())
+
+
+def test_arcee_fusion_keeps_only_the_outlying_changes() -> None:
+    base = torch.zeros(8, 64)
+    other = base + 0.01 * torch.randn(8, 64, generator=generator(1))
+    other[3, 5] = 4.0  # row 3's softmax moves far: its changes are the important ones
+    merged = arcee_fusion(base, [other], generator=generator())
+    kept = merged != base
+    assert torch.equal(merged[kept], other[kept])  # a change is taken whole or not at all
+    assert torch.equal(merged[3], other[3])
+    others = torch.cat([kept[:3], kept[4:]])
+    assert others.float().mean() < 0.05  # elsewhere only the rare outliers of small changes
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_sce_variance_equals_torch_var_bit_for_bit(dtype: torch.dtype) -> None:
+    base = torch.randn(300, 257, generator=generator(5))
+    stacked = torch.stack([base, base * 1.01, -base, base + 1e-3]).to(dtype)
+    stacked[2, 7, 7] = float("inf")  # non-finite entries follow torch's own propagation
+    expected = torch.var(stacked, dim=0, unbiased=False)
+    found = population_variance(stacked)
+    assert found.dtype == dtype
+    assert torch.equal(found.isnan(), expected.isnan())
+    assert torch.equal(found.nan_to_num(), expected.nan_to_num())

