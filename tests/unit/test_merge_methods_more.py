@@ -11,7 +11,7 @@ from tasks.merge.methods.arcee_fusion import _quantiles, arcee_fusion
 from tasks.merge.methods.breadcrumbs import breadcrumbs_linear as breadcrumbs
 from tasks.merge.methods.dare import dare_linear, dare_ties
 from tasks.merge.methods.della import della_linear
-from tasks.merge.methods.karcher import karcher
+from tasks.merge.methods.karcher import _dots, karcher
 from tasks.merge.methods.model_stock import model_stock
 from tasks.merge.methods.multislerp import multislerp
 from tasks.merge.methods.nearswap import nearswap
@@ -174,3 +174,15 @@ def test_sce_variance_equals_torch_var_bit_for_bit(dtype: torch.dtype) -> None:
     assert found.dtype == dtype
     assert torch.equal(found.isnan(), expected.isnan())
     assert torch.equal(found.nan_to_num(), expected.nan_to_num())
+
+
+def test_karcher_dots_side_by_side_equal_one_by_one() -> None:
+    mean = torch.randn(70_000, generator=generator(7)).bfloat16()
+    units = [torch.randn(70_000, generator=generator(seed)).bfloat16() for seed in (8, 9, 10)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        side_by_side = _dots(mean, units)
+    finally:
+        torch.set_num_threads(threads)
+    assert [d.item() for d in side_by_side] == [torch.dot(mean, unit).item() for unit in units]

@@ -1,9 +1,30 @@
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache
+
 import torch
 from torch import Tensor
 
 from tasks.merge.registry import ParameterSpec, merge_method
+
+
+def _dots(mean: Tensor, units: list[Tensor]) -> list[Tensor]:
+    """`torch.dot(mean, unit)` for every unit, run side by side on the intra-op threads.
+
+    torch's CPU dot runs on one thread; in bf16 these dots were half of the method's time. Each is still
+    one `torch.dot` over the same vectors, so every value (and the merge) is bit for bit unchanged."""
+    flat_mean = mean.flatten()
+    workers = min(len(units), torch.get_num_threads())
+    if workers < 2 or mean.device.type != "cpu":
+        return [torch.dot(flat_mean, unit.flatten()) for unit in units]
+    return list(_pool(workers).map(lambda unit: torch.dot(flat_mean, unit.flatten()), units))
+
+
+@cache
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """One pool per process: starting threads for every iteration cost as much as the dots gained."""
+    return ThreadPoolExecutor(workers, thread_name_prefix="karcher-dot")
 
 
 @merge_method(
@@ -35,8 +56,9 @@ def karcher(base: Tensor | None, models: list[Tensor], max_iter: float = 10, tol
     mean = units[valid[0]].clone() if mean_norm < tol else (mean / mean_norm).to(mean.dtype)
     for _ in range(int(max_iter)):
         step = torch.zeros_like(mean)
-        for a, i in zip(alphas, valid, strict=True):
-            dot = torch.clamp(torch.dot(mean.flatten(), units[i].flatten()), -1.0, 1.0)
+        dots = _dots(mean, [units[i] for i in valid])
+        for a, i, raw_dot in zip(alphas, valid, dots, strict=True):
+            dot = torch.clamp(raw_dot, -1.0, 1.0)
             theta = torch.arccos(dot)
             if theta < tol:
                 continue
