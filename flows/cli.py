@@ -183,13 +183,18 @@ def search(
     config: Annotated[Path, typer.Argument(help="search YAML (see configs/searches/demo.yaml)")],
     out: Annotated[Path | None, typer.Option(help="output directory (default: runs/<name>)")] = None,
     zoo_dir: Annotated[Path | None, typer.Option(help="where zoo:NAME models live")] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="insist on continuing the search checkpointed in the output directory")
+    ] = False,
 ) -> None:
-    """Run the genetic search of CONFIG: a Prefect flow logged to MLflow; prints parents vs child."""
+    """Run the genetic search of CONFIG: a Prefect flow logged to MLflow; prints parents vs child.
+
+    Rerunning the same command on the same output directory continues a stopped or killed search."""
     from flows.report import print_search_report
     from flows.search import search as search_flow
 
     try:
-        summary = search_flow(str(config), str(out) if out else None, str(zoo_dir) if zoo_dir else None)
+        summary = search_flow(str(config), str(out) if out else None, str(zoo_dir) if zoo_dir else None, resume=resume)
     except EvomergeError as error:
         _fail(error)
     print_search_report(summary, console)
@@ -207,7 +212,7 @@ def demo(
         _ensure_zoo(default_zoo_dir())
     except EvomergeError as error:
         _fail(error)
-    search(DEMO_CONFIG, out, None)
+    search(DEMO_CONFIG, out, None, resume=False)
 
 
 def main() -> None:

@@ -1,15 +1,14 @@
 """The search flow: download the parents, then per generation merge and evaluate each new candidate,
 select, breed; finally write the winner as a full model and the summary.
 
-Every finished candidate is appended to `candidates.jsonl` and logged to MLflow the moment it finishes,
-so a later failure never takes finished results with it. A candidate whose recipe, parents and
-evaluation were already scored is not evaluated again.
+Every finished candidate is appended to `candidates.jsonl` and logged to MLflow the moment it finishes, and
+the algorithm is checkpointed after every generation (flows/search_state.py), so a kill at any moment loses
+nothing: rerunning the same command on the same output directory resumes, and a candidate whose recipe,
+parents and evaluation were already scored is never evaluated again.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -22,12 +21,26 @@ from rich.console import Console
 
 from flows import stages
 from flows.paths import evomerge_version, runs_dir
+from flows.search_state import (
+    CANDIDATES_NAME,
+    Checkpoint,
+    GenerationStats,
+    append_candidate,
+    config_identity,
+    load_checkpoint,
+    read_candidate_log,
+    save_checkpoint,
+    write_json_atomically,
+)
 from flows.tracking import SearchTracker
-from genetics.ga import GeneticAlgorithm, Individual
+from genetics.algorithm import make_algorithm
+from genetics.genome import GenomeSpec
+from genetics.individual import Individual
 from genetics.search_config import SearchConfig, load_search_config
 from tasks.candidate import CandidateRecord, candidate_key
 from tasks.errors import EvomergeError
 from tasks.evaluate import EvaluationConfig, Evaluator
+from tasks.faults import fault_point
 from tasks.merge.plan import plan_merge
 from tasks.merge.writer import write_model
 from tasks.select import fitness_of, task_scores
@@ -41,22 +54,37 @@ class SearchState:
     records: list[CandidateRecord] = field(default_factory=list)
     by_key: dict[str, CandidateRecord] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self.by_key = {record.key: record for record in self.records}
+
     @property
     def evaluations(self) -> int:
         return len(self.records)
 
-
-def _write_json_atomically(path: Path, data: Any) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(data, indent=2))
-    os.replace(temporary, path)
+    def add(self, record: CandidateRecord) -> None:
+        self.records.append(record)
+        self.by_key[record.key] = record
 
 
-def _append_record(path: Path, record: CandidateRecord) -> None:
-    with path.open("a") as handle:
-        handle.write(json.dumps(record.to_json()) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+@dataclass
+class SearchContext:
+    """Everything one search run holds while it loops; built once per process."""
+
+    config: SearchConfig
+    genome: GenomeSpec
+    out: Path
+    workbench: Workbench
+    evaluator: Evaluator
+    tracker: SearchTracker
+    parent_hashes: dict[str, str]
+    evaluation_key: str
+    task_order: list[str]
+
+    def objectives(self, record: CandidateRecord) -> tuple[float, ...]:
+        """One score per task (NSGA-II's objectives); a failed candidate scores 0 on every task."""
+        if record.status != "ok":
+            return (0.0,) * len(self.task_order)
+        return tuple(task_scores(record.scores, self.config.evaluation.metric, self.task_order).values())
 
 
 def _evaluate_candidate(
@@ -79,10 +107,17 @@ def _evaluate_candidate(
 
 
 @flow(name="evomerge-search", log_prints=False)
-def search(config_path: str, output_dir: str | None = None, zoo_dir: str | None = None) -> dict[str, Any]:
-    """Breed a child from the parents in `config_path`; returns the summary written to `summary.json`."""
+def search(
+    config_path: str, output_dir: str | None = None, zoo_dir: str | None = None, resume: bool = False
+) -> dict[str, Any]:
+    """Breed a child from the parents in `config_path`; returns the summary written to `summary.json`.
+
+    An output directory holding a checkpoint of the same search is resumed; `resume=True` insists on it."""
     config = load_search_config(config_path)
     out = Path(output_dir or config.output_dir or runs_dir() / config.name).resolve()
+    checkpoint = load_checkpoint(out, config)
+    if resume and checkpoint is None:
+        raise EvomergeError(f"{out}: nothing to resume (no checkpoint); run without --resume to start")
     out.mkdir(parents=True, exist_ok=True)
     genome = config.genome()
     base_dir = str(Path(config_path).resolve().parent)
@@ -92,127 +127,211 @@ def search(config_path: str, output_dir: str | None = None, zoo_dir: str | None 
     paths = {ref: model.path for ref, model in resolved.items()}
     parent_hashes = {ref: model.content_sha256 for ref, model in resolved.items()}
     plan_merge(genome.decode([0.5] * genome.size), paths, f"{config_path}: recipe")  # fail fast on a bad recipe
+    if checkpoint is not None and checkpoint.parent_hashes != parent_hashes:
+        changed = sorted(ref for ref in parent_hashes if checkpoint.parent_hashes.get(ref) != parent_hashes[ref])
+        raise EvomergeError(
+            f"{out}: the search there was run on other parent models ({', '.join(changed)} changed since); "
+            "use another output directory (--out) to search on these"
+        )
 
     evaluation = EvaluationConfig(
         tasks=tuple(config.evaluation.tasks), limit=config.evaluation.limit, batch_size=config.evaluation.batch_size
     )
     evaluator = Evaluator(evaluation)
-    evaluation_key = evaluation.sha256()
-    workbench = Workbench(paths, reference=config.recipe.get("base_model") or references[0])
-
-    tracker = SearchTracker(experiment=f"evomerge/{config.name}", run_name=f"{config.name}-seed{config.seed}")
-    tracker.log_search(
-        Path(config_path).read_text(),
-        params={
-            "seed": config.seed,
-            "algorithm": config.algorithm.name,
-            "genome_size": genome.size,
-            "tasks": ",".join(config.evaluation.tasks),
-            "output_dir": str(out),
-        },
-        tags={
-            "prefect.flow_run_id": str(flow_run.get_id() or ""),
-            "search.name": config.name,
-            "evaluation_key": evaluation_key,
-            **{f"parent_model_sha256/{ref}": digest for ref, digest in parent_hashes.items()},
-        },
+    tracker = SearchTracker(
+        experiment=f"evomerge/{config.name}",
+        run_name=f"{config.name}-seed{config.seed}",
+        resume_run_id=checkpoint.mlflow_run_id if checkpoint else None,
     )
-    task_order = list(config.evaluation.tasks)
+    context = SearchContext(
+        config=config,
+        genome=genome,
+        out=out,
+        workbench=Workbench(paths, reference=config.recipe.get("base_model") or references[0]),
+        evaluator=evaluator,
+        tracker=tracker,
+        parent_hashes=parent_hashes,
+        evaluation_key=evaluation.sha256(),
+        task_order=list(config.evaluation.tasks),
+    )
     ok = False
     try:
-        parents: dict[str, dict[str, float]] = {}
-        for ref in references:
-            stages.merge(workbench, None, parent=ref)
-            parents[ref] = task_scores(stages.evaluate(workbench, evaluator), config.evaluation.metric, task_order)
-            tracker.log_parent_scores(ref, parents[ref])
-            console.print(f"parent {ref}: " + ", ".join(f"{t} {v:.3f}" for t, v in parents[ref].items()))
-
-        state = SearchState()
-        log_path = out / "candidates.jsonl"
-        log_path.write_text("")
-        algorithm = GeneticAlgorithm(config.algorithm, genome.size, config.seed)
-        budget = config.budget.max_evaluations
-        for generation in range(config.algorithm.generations):
-            individuals = algorithm.ask()
-            scored: list[Individual] = []
-            for index, individual in enumerate(individuals):
-                if individual.fitness is not None:  # an elite carried over, already scored
-                    scored.append(individual)
-                    continue
-                if budget is not None and state.evaluations >= budget:
-                    break
-                individual.candidate_id = f"g{generation:02d}-c{index:02d}"
-                recipe = genome.decode(individual.genes)
-                key = candidate_key(recipe, parent_hashes, evaluation_key)
-                seen = state.by_key.get(key)
-                if seen is not None:
-                    individual.fitness = seen.fitness if seen.fitness is not None else 0.0
-                    individual.candidate_id = seen.candidate_id
-                    scored.append(individual)
-                    continue
-                record = CandidateRecord(
-                    candidate_id=individual.candidate_id,
-                    generation=generation,
-                    key=key,
-                    recipe=recipe,
-                    genes=dict(zip(genome.names(), individual.genes, strict=True)),
-                    genetic_parents=individual.genetic_parents,
-                    origin=individual.origin,
-                )
-                _evaluate_candidate(record, workbench, evaluator, config)
-                record.mlflow_run_id = tracker.log_candidate(record, parent_hashes)
-                _append_record(log_path, record)
-                state.records.append(record)
-                state.by_key[key] = record
-                individual.fitness = record.fitness if record.fitness is not None else 0.0
-                scored.append(individual)
-            if len(scored) < 2:
-                break
-            algorithm.tell(scored)
-            best_so_far = stages.select(state.records)
-            failed = sum(r.status == "failed" for r in state.records)
+        if checkpoint is None:
+            checkpoint = _start(context, config_path, references)
+            state = SearchState()
+        else:
+            state = SearchState(read_candidate_log(out))
+            recorded = {record.mlflow_run_id for record in state.records if record.mlflow_run_id}
+            dropped = tracker.drop_unrecorded_candidates(recorded)
             console.print(
-                f"generation {generation}: {state.evaluations} evaluations, "
-                f"best {best_so_far.fitness if best_so_far else float('nan'):.3f}, "
-                f"generation mean {sum(i.fitness or 0 for i in scored) / len(scored):.3f}"
-                + (f" (failed {failed})" if failed else "")
+                f"resuming {out} at generation {checkpoint.algorithm.generation}: "
+                f"{state.evaluations} candidates already evaluated"
+                + (f", {dropped} unrecorded MLflow run(s) dropped" if dropped else "")
             )
-            if budget is not None and state.evaluations >= budget:
-                break
-
-        best = stages.select(state.records)
-        if best is None:
-            raise EvomergeError("no candidate finished; see candidates.jsonl and MLflow for the errors")
-        best_dir = out / "best"
-        written = write_model(workbench.plan(best.recipe), best_dir, force=True)
-        if written != best.tensors_sha256:
-            raise EvomergeError(f"the winner written to {best_dir} differs from the evaluated tensors")
-        tracker.log_best(best)
-        summary = {
-            "search": config.name,
-            "seed": config.seed,
-            "metric": config.evaluation.metric,
-            "parents": parents,
-            "best": {
-                "candidate_id": best.candidate_id,
-                "recipe": best.recipe.canonical_dict(),
-                "scores": task_scores(best.scores, config.evaluation.metric, task_order),
-                "fitness": best.fitness,
-                "tensors_sha256": best.tensors_sha256,
-                "model_dir": str(best_dir),
-            },
-            "evaluations": state.evaluations,
-            "failed": sum(r.status == "failed" for r in state.records),
-            "mlflow_run_id": tracker.run_id,
-            "mlflow_tracking_uri": tracker.uri,
-            "prefect_flow_run_id": str(flow_run.get_id() or ""),
-            "prefect_flow_run_name": str(flow_run.get_name() or ""),
-            "evomerge_version": evomerge_version(),
-        }
-        _write_json_atomically(out / "summary.json", summary)
-        tracker.log_artifact(out / "summary.json")
-        tracker.log_artifact(log_path)
+        if checkpoint.stop_reason is None:
+            checkpoint.stop_reason = _run_generations(context, checkpoint, state)
+            save_checkpoint(out, checkpoint)
+        summary = _finish(context, checkpoint, state)
         ok = True
         return summary
     finally:
         tracker.finish(ok)
+
+
+def _start(context: SearchContext, config_path: str, references: list[str]) -> Checkpoint:
+    """A new search: log its config, score the parents, and checkpoint the untouched algorithm."""
+    config = context.config
+    context.tracker.log_search(
+        Path(config_path).read_text(),
+        params={
+            "seed": config.seed,
+            "algorithm": config.algorithm.name,
+            "genome_size": context.genome.size,
+            "tasks": ",".join(config.evaluation.tasks),
+            "output_dir": str(context.out),
+        },
+        tags={
+            "prefect.flow_run_id": str(flow_run.get_id() or ""),
+            "search.name": config.name,
+            "evaluation_key": context.evaluation_key,
+            **{f"parent_model_sha256/{ref}": digest for ref, digest in context.parent_hashes.items()},
+        },
+    )
+    parents: dict[str, dict[str, float]] = {}
+    for ref in references:
+        stages.merge(context.workbench, None, parent=ref)
+        scores = stages.evaluate(context.workbench, context.evaluator)
+        parents[ref] = task_scores(scores, config.evaluation.metric, context.task_order)
+        context.tracker.log_parent_scores(ref, parents[ref])
+        console.print(f"parent {ref}: " + ", ".join(f"{t} {v:.3f}" for t, v in parents[ref].items()))
+    (context.out / CANDIDATES_NAME).write_text("")
+    checkpoint = Checkpoint(
+        config_identity=config_identity(config),
+        algorithm=make_algorithm(config.algorithm, context.genome.size, config.seed),
+        mlflow_run_id=context.tracker.run_id,
+        parent_hashes=context.parent_hashes,
+        parents=parents,
+    )
+    save_checkpoint(context.out, checkpoint)
+    return checkpoint
+
+
+def _run_generations(context: SearchContext, checkpoint: Checkpoint, state: SearchState) -> str:
+    """Ask, score, tell, checkpoint, until a stop rule fires; returns which one did."""
+    config = context.config
+    algorithm = checkpoint.algorithm
+    budget = config.budget
+    started = time.monotonic()
+    while algorithm.generation < config.algorithm.generations:
+        generation = algorithm.generation
+        individuals = algorithm.ask()
+        for index, individual in enumerate(individuals):
+            if individual.fitness is not None:  # an elite carried over, already scored
+                continue
+            if budget.max_evaluations is not None and state.evaluations >= budget.max_evaluations:
+                return "max_evaluations"
+            if budget.max_minutes is not None and time.monotonic() - started >= 60 * budget.max_minutes:
+                return "max_minutes"
+            _score(context, state, individual, generation, index)
+        algorithm.tell(individuals)
+        checkpoint.history.append(_generation_stats(generation, state, individuals))
+        save_checkpoint(context.out, checkpoint)
+        _print_generation(checkpoint.history[-1], state)
+        if _plateaued(checkpoint.history, budget.plateau_generations, budget.plateau_delta):
+            return "plateau"
+    return "generations"
+
+
+def _score(context: SearchContext, state: SearchState, individual: Individual, generation: int, index: int) -> None:
+    """Give `individual` its fitness: from the log when its key was scored before, else merged and evaluated."""
+    recipe = context.genome.decode(individual.genes)
+    key = candidate_key(recipe, context.parent_hashes, context.evaluation_key)
+    record = state.by_key.get(key)
+    if record is None:
+        record = CandidateRecord(
+            candidate_id=f"g{generation:02d}-c{index:02d}",
+            generation=generation,
+            key=key,
+            recipe=recipe,
+            genes=dict(zip(context.genome.names(), individual.genes, strict=True)),
+            genetic_parents=individual.genetic_parents,
+            origin=individual.origin,
+        )
+        _evaluate_candidate(record, context.workbench, context.evaluator, context.config)
+        record.mlflow_run_id = context.tracker.log_candidate(record, context.parent_hashes)
+        fault_point("record")
+        append_candidate(context.out, record)
+        state.add(record)
+    individual.candidate_id = record.candidate_id
+    individual.fitness = record.fitness if record.fitness is not None else 0.0
+    individual.objectives = context.objectives(record)
+
+
+def _generation_stats(generation: int, state: SearchState, individuals: list[Individual]) -> GenerationStats:
+    best = stages.select(state.records)
+    return GenerationStats(
+        generation=generation,
+        evaluations=state.evaluations,
+        best_fitness=best.fitness if best is not None and best.fitness is not None else 0.0,
+        mean_fitness=sum(ind.fitness or 0.0 for ind in individuals) / len(individuals),
+    )
+
+
+def _print_generation(stats: GenerationStats, state: SearchState) -> None:
+    failed = sum(r.status == "failed" for r in state.records)
+    console.print(
+        f"generation {stats.generation}: {stats.evaluations} evaluations, best {stats.best_fitness:.3f}, "
+        f"generation mean {stats.mean_fitness:.3f}" + (f" (failed {failed})" if failed else "")
+    )
+
+
+def _plateaued(history: list[GenerationStats], generations: int | None, delta: float) -> bool:
+    """True when the best fitness so far rose by no more than `delta` over the last `generations`."""
+    if generations is None or len(history) <= generations:
+        return False
+    return history[-1].best_fitness - history[-1 - generations].best_fitness <= delta
+
+
+def _finish(context: SearchContext, checkpoint: Checkpoint, state: SearchState) -> dict[str, Any]:
+    """Write the winner as a model (checked against the evaluated tensors), log it, write summary.json."""
+    config = context.config
+    best = stages.select(state.records)
+    if best is None:
+        raise EvomergeError("no candidate finished; see candidates.jsonl and MLflow for the errors")
+    best_dir = context.out / "best"
+    written = write_model(context.workbench.plan(best.recipe), best_dir, force=True)
+    if written != best.tensors_sha256:
+        raise EvomergeError(f"the winner written to {best_dir} differs from the evaluated tensors")
+    context.tracker.log_best(best)
+    summary = {
+        "search": config.name,
+        "seed": config.seed,
+        "algorithm": config.algorithm.name,
+        "metric": config.evaluation.metric,
+        "parents": checkpoint.parents,
+        "best": {
+            "candidate_id": best.candidate_id,
+            "recipe": best.recipe.canonical_dict(),
+            "scores": task_scores(best.scores, config.evaluation.metric, context.task_order),
+            "fitness": best.fitness,
+            "tensors_sha256": best.tensors_sha256,
+            "model_dir": str(best_dir),
+        },
+        "evaluations": state.evaluations,
+        "failed": sum(r.status == "failed" for r in state.records),
+        "stop_reason": checkpoint.stop_reason,
+        "history": [vars(stats) for stats in checkpoint.history],
+        ("pareto_front" if config.algorithm.name == "nsga2" else "hall_of_fame"): [
+            {"candidate_id": ind.candidate_id, "scores": dict(zip(context.task_order, ind.objectives, strict=False))}
+            for ind in checkpoint.algorithm.best()
+        ],
+        "mlflow_run_id": context.tracker.run_id,
+        "mlflow_tracking_uri": context.tracker.uri,
+        "prefect_flow_run_id": str(flow_run.get_id() or ""),
+        "prefect_flow_run_name": str(flow_run.get_name() or ""),
+        "evomerge_version": evomerge_version(),
+    }
+    write_json_atomically(context.out / "summary.json", summary)
+    context.tracker.log_artifact(context.out / "summary.json")
+    context.tracker.log_artifact(context.out / CANDIDATES_NAME)
+    return summary

@@ -16,6 +16,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks.candidate import CandidateRecord
 from tasks.download import ResolvedModel, download_model
 from tasks.evaluate import Evaluator
+from tasks.faults import fault_point
 from tasks.merge.recipe import Recipe
 from tasks.select import best_candidate
 from tasks.workbench import Workbench
@@ -34,11 +35,13 @@ def merge(workbench: Workbench, recipe: Recipe | None, parent: str | None = None
     if parent is not None:
         return workbench.load_parent(parent)
     assert recipe is not None
+    fault_point("merge")
     return workbench.load_recipe(recipe)
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
 def evaluate(workbench: Workbench, evaluator: Evaluator) -> dict[str, dict[str, float]]:
+    fault_point("evaluate")
     return evaluator.evaluate(workbench.model, workbench.tokenizer)
 
 

@@ -41,7 +41,9 @@ def _metric_key(task: str, metric: str) -> str:
 
 
 class SearchTracker:
-    def __init__(self, experiment: str, run_name: str, uri: str | None = None) -> None:
+    def __init__(
+        self, experiment: str, run_name: str, uri: str | None = None, resume_run_id: str | None = None
+    ) -> None:
         self.uri = uri or tracking_uri()
         self.client = MlflowClient(self.uri)
         found = self.client.get_experiment_by_name(experiment)
@@ -52,9 +54,33 @@ class SearchTracker:
             if self.uri.startswith("sqlite:"):
                 location = (default_mlflow_dir() / "artifacts").as_uri()
             self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
-        self.run_id = self.client.create_run(
-            self.experiment_id, run_name=run_name, tags={"evomerge.version": evomerge_version()}
-        ).info.run_id
+        if resume_run_id is not None:
+            self.run_id = resume_run_id
+            self.client.update_run(resume_run_id, status="RUNNING")
+        else:
+            self.run_id = self.client.create_run(
+                self.experiment_id, run_name=run_name, tags={"evomerge.version": evomerge_version()}
+            ).info.run_id
+
+    def candidate_runs(self) -> list[Any]:
+        return list(
+            self.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.mlflow.parentRunId = '{self.run_id}'",
+                max_results=50_000,
+            )
+        )
+
+    def drop_unrecorded_candidates(self, recorded_run_ids: set[str]) -> int:
+        """Delete the nested runs that candidates.jsonl does not hold (a kill between logging a candidate and
+        recording it, or mid-logging): the candidate is evaluated again and logged once, so MLflow keeps
+        exactly one nested run per candidate key. Returns how many were dropped."""
+        dropped = 0
+        for run in self.candidate_runs():
+            if run.info.run_id not in recorded_run_ids:
+                self.client.delete_run(run.info.run_id)
+                dropped += 1
+        return dropped
 
     def log_search(self, config_text: str, params: dict[str, Any], tags: dict[str, str]) -> None:
         self.client.log_text(self.run_id, config_text, "search.yaml")

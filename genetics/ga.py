@@ -2,34 +2,18 @@
 
 Bounded operators keep every gene in [0, 1]: simulated binary crossover and polynomial mutation (Deb),
 tournament selection, and elitism (the best `elite` individuals survive unchanged). Each individual
-carries its lineage (the candidates it was bred from), which the tracker records. DEAP's operators draw
-from Python's global `random`; the algorithm owns that state between calls, so a search is reproducible
-from its seed whatever else runs in the process.
+carries its lineage (the candidates it was bred from), which the tracker records.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 from deap import tools
 
-from genetics.search_config import GeneticAlgorithmSettings
-
-
-@dataclass
-class Individual:
-    genes: list[float]
-    candidate_id: str = ""
-    genetic_parents: tuple[str, ...] = ()
-    fitness: float | None = None
-    origin: str = "random"
-
-    def copy(self) -> Individual:
-        return Individual(list(self.genes), self.candidate_id, self.genetic_parents, self.fitness, self.origin)
+from genetics.individual import Individual, OwnedRandomness, clamp_unit, keep_best
+from genetics.search_config import GeneticAlgorithmSettings, OperatorSettings
 
 
 @dataclass
@@ -40,24 +24,14 @@ class GeneticAlgorithm:
     generation: int = 0
     population: list[Individual] = field(default_factory=list)
     hall_of_fame: list[Individual] = field(default_factory=list)
-    _rng_state: Any = None
+    randomness: OwnedRandomness = field(init=False)
 
     def __post_init__(self) -> None:
-        self._rng_state = random.Random(self.seed).getstate()
-
-    @contextmanager
-    def _rng(self) -> Iterator[None]:
-        outside = random.getstate()
-        random.setstate(self._rng_state)
-        try:
-            yield
-        finally:
-            self._rng_state = random.getstate()
-            random.setstate(outside)
+        self.randomness = OwnedRandomness(self.seed)
 
     def ask(self) -> list[Individual]:
         """The next generation's individuals to evaluate (elites are carried over already scored)."""
-        with self._rng():
+        with self.randomness.active():
             if not self.population:
                 return [
                     Individual([random.random() for _ in range(self.genome_size)])
@@ -81,20 +55,11 @@ class GeneticAlgorithm:
             Individual(list(c.individual.genes), genetic_parents=(c.individual.candidate_id,), origin="copy")
             for c in chosen
         ]
-        for left, right in zip(children[::2], children[1::2], strict=False):
-            if random.random() < s.crossover_probability:
-                tools.cxSimulatedBinaryBounded(left.genes, right.genes, eta=s.crossover_eta, low=0.0, up=1.0)
-                pair = tuple(dict.fromkeys(left.genetic_parents + right.genetic_parents))
-                left.genetic_parents = right.genetic_parents = pair
-                left.origin = right.origin = "crossover"
-        for child in children:
-            if random.random() < s.mutation_probability:
-                tools.mutPolynomialBounded(
-                    child.genes, eta=s.mutation_eta, low=0.0, up=1.0, indpb=s.gene_mutation_probability
-                )
-                child.origin = f"{child.origin}+mutation"
-            child.genes = [min(1.0, max(0.0, g)) for g in child.genes]
+        vary(children, s)
         return elites + children
+
+    def best(self) -> list[Individual]:
+        return list(self.hall_of_fame)
 
     def tell(self, individuals: list[Individual]) -> None:
         """Scores of the individuals `ask` returned; they become the population bred from next."""
@@ -102,11 +67,25 @@ class GeneticAlgorithm:
         if missing:
             raise ValueError(f"individuals without fitness: {missing}")
         self.population = individuals
-        merged = {tuple(ind.genes): ind for ind in self.hall_of_fame + individuals}
-        self.hall_of_fame = sorted(merged.values(), key=lambda ind: ind.fitness or 0.0, reverse=True)[
-            : self.settings.hall_of_fame
-        ]
+        self.hall_of_fame = keep_best(self.hall_of_fame + individuals, self.settings.hall_of_fame)
         self.generation += 1
+
+
+def vary(children: list[Individual], settings: OperatorSettings) -> None:
+    """Pairwise SBX crossover, then polynomial mutation, in place, bounded to [0, 1]; lineage follows."""
+    for left, right in zip(children[::2], children[1::2], strict=False):
+        if random.random() < settings.crossover_probability:
+            tools.cxSimulatedBinaryBounded(left.genes, right.genes, eta=settings.crossover_eta, low=0.0, up=1.0)
+            pair = tuple(dict.fromkeys(left.genetic_parents + right.genetic_parents))
+            left.genetic_parents = right.genetic_parents = pair
+            left.origin = right.origin = "crossover"
+    for child in children:
+        if random.random() < settings.mutation_probability:
+            tools.mutPolynomialBounded(
+                child.genes, eta=settings.mutation_eta, low=0.0, up=1.0, indpb=settings.gene_mutation_probability
+            )
+            child.origin = f"{child.origin}+mutation"
+        child.genes = clamp_unit(child.genes)
 
 
 @dataclass

@@ -7,7 +7,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from tasks.merge.recipe import Recipe
+from tasks.merge.recipe import Recipe, parse_recipe
 
 
 def candidate_key(recipe: Recipe, parent_hashes: dict[str, str], evaluation_key: str) -> str:
@@ -43,3 +43,10 @@ class CandidateRecord:
         data["recipe"] = self.recipe.canonical_dict()
         data["genetic_parents"] = list(self.genetic_parents)
         return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CandidateRecord:
+        fields = dict(data)
+        fields["recipe"] = parse_recipe(fields["recipe"], f"candidate {fields.get('candidate_id')}")
+        fields["genetic_parents"] = tuple(fields.get("genetic_parents") or ())
+        return cls(**fields)

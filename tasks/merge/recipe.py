@@ -264,14 +264,20 @@ def _is_union_branch(part: Any) -> bool:
     return any(text.startswith(t) for t in ("float", "int", "bool", "str", "list[", "tuple[", "function-"))
 
 
-def validation_message(source: str, error: ValidationError) -> str:
-    """One line per problem: `file: key.path: what is wrong`. Union noise is collapsed to one line per key."""
+def validation_message(
+    source: str,
+    error: ValidationError,
+    unknown_key: str = "unknown key (not part of the mergekit recipe format)",
+    tags: tuple[str, ...] = (),
+) -> str:
+    """One line per problem: `file: key.path: what is wrong`. Union noise is collapsed to one line per key;
+    `tags` are discriminated-union tags, which pydantic puts in the path although the YAML has no such key."""
     lines: dict[str, str] = {}
     for item in error.errors():
-        key = _format_location(tuple(item["loc"]))
+        key = _format_location(tuple(part for part in item["loc"] if part not in tags))
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
-            message = "unknown key (not part of the mergekit recipe format)"
+            message = unknown_key
         lines.setdefault(key, message)
     return "\n".join(f"{source}: {key}: {message}" for key, message in lines.items())
 

@@ -77,3 +77,38 @@ def test_search_config_errors_name_file_and_key(tmp_path: Path) -> None:
     message = str(error.value)
     assert f"{path}: genes.0: low (1.0) must be below high (0.5)" in message
     assert f"{path}: algorithm.population_size: Input should be greater than or equal to 2" in message
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "expected"),
+    [
+        (
+            "{name: annealing}",
+            "algorithm: Input tag 'annealing' found using 'name' does not match any of the expected tags",
+        ),
+        ("{name: cma-es, centroid: 1.5}", "algorithm: centroid must lie in [0, 1] (gene space), got 1.5"),
+        ("{name: nsga2, population_size: 10}", "population_size (10) must be a multiple of 4"),
+        ("{name: random, elite: 2}", "algorithm.elite: unknown key"),
+    ],
+)
+def test_algorithm_settings_are_checked_per_algorithm(tmp_path: Path, algorithm: str, expected: str) -> None:
+    path = tmp_path / "search.yaml"
+    path.write_text(
+        "name: x\nrecipe: {merge_method: linear, models: [{model: a}]}\n"
+        f"genes: [{{parameter: weight, model: a, low: 0, high: 1}}]\nevaluation: {{tasks: [t]}}\nalgorithm: {algorithm}\n"
+    )
+    with pytest.raises(RecipeError) as error:
+        load_search_config(path)
+    assert f"{path}: " in str(error.value)
+    assert expected in str(error.value)
+
+
+def test_algorithm_without_a_name_is_the_ga(tmp_path: Path) -> None:
+    path = tmp_path / "search.yaml"
+    path.write_text(
+        "name: x\nrecipe: {merge_method: linear, models: [{model: a}]}\n"
+        "genes: [{parameter: weight, model: a, low: 0, high: 1}]\nevaluation: {tasks: [t]}\n"
+        "algorithm: {population_size: 6}\n"
+    )
+    config = load_search_config(path)
+    assert config.algorithm.name == "ga" and config.algorithm.population_size == 6

@@ -1,0 +1,130 @@
+"""What a search keeps on disk so that a kill -9 at any moment loses nothing and repeats nothing.
+
+- `candidates.jsonl`: one line per evaluated candidate, appended and fsynced the moment it finishes. It is
+  the evaluated-candidate index: a key found there is never evaluated again.
+- `checkpoint.pkl`: after every generation, the whole algorithm (population, strategy, its random states,
+  hall of fame or Pareto front) plus the search's own progress, written to a temporary file, fsynced and
+  renamed over the previous one. It is evomerge's own file, read back only from the output directory
+  evomerge wrote it to.
+
+Resuming restores the checkpoint and replays the generation that was running: the algorithm asks for the
+same individuals (same seed, same state), their keys are found in the log, and only the candidates that
+had not finished are evaluated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from genetics.algorithm import SearchAlgorithm
+from genetics.search_config import SearchConfig
+from tasks.candidate import CandidateRecord
+from tasks.errors import EvomergeError
+from tasks.faults import fault_point
+
+CHECKPOINT_NAME = "checkpoint.pkl"
+CANDIDATES_NAME = "candidates.jsonl"
+CHECKPOINT_VERSION = 1
+
+
+def config_identity(config: SearchConfig) -> str:
+    """What must not change for a search to be resumed: everything but the budget and the output place
+    (raising the budget and rerunning continues the same search)."""
+    data = config.model_dump(mode="json", exclude={"budget", "output_dir"})
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass
+class GenerationStats:
+    generation: int
+    evaluations: int
+    best_fitness: float
+    mean_fitness: float
+
+
+@dataclass
+class Checkpoint:
+    config_identity: str
+    algorithm: SearchAlgorithm
+    mlflow_run_id: str
+    parent_hashes: dict[str, str]
+    """Content sha256 of each parent model: a search never continues on parents that changed."""
+    parents: dict[str, dict[str, float]]
+    history: list[GenerationStats] = field(default_factory=list)
+    stop_reason: str | None = None
+    """Set once the search loop has ended; a rerun then only finishes the report."""
+    version: int = CHECKPOINT_VERSION
+
+
+def save_checkpoint(directory: Path, checkpoint: Checkpoint) -> None:
+    path = directory / CHECKPOINT_NAME
+    temporary = path.with_name(path.name + ".tmp")
+    with temporary.open("wb") as handle:
+        pickle.dump(checkpoint, handle, protocol=pickle.HIGHEST_PROTOCOL)
+        handle.flush()
+        os.fsync(handle.fileno())
+    fault_point("checkpoint")
+    os.replace(temporary, path)
+    _fsync_directory(directory)
+
+
+def load_checkpoint(directory: Path, config: SearchConfig) -> Checkpoint | None:
+    """The checkpoint of this same search in `directory`, None when there is none; a checkpoint of another
+    search (a changed config) is an error, so that one search never continues from another's state."""
+    path = directory / CHECKPOINT_NAME
+    if not path.is_file():
+        return None
+    try:
+        with path.open("rb") as handle:
+            checkpoint = pickle.load(handle)  # noqa: S301 - our own file, written by save_checkpoint
+    except Exception as error:  # noqa: BLE001 - any unreadable checkpoint gets the same message
+        raise EvomergeError(f"{path}: unreadable checkpoint ({type(error).__name__}: {error})") from None
+    if not isinstance(checkpoint, Checkpoint) or checkpoint.version != CHECKPOINT_VERSION:
+        raise EvomergeError(f"{path}: not a checkpoint this evomerge version can resume")
+    if checkpoint.config_identity != config_identity(config):
+        raise EvomergeError(
+            f"{directory} holds a search with a different config (only `budget` may change between runs); "
+            "use another output directory (--out) to start a new search"
+        )
+    return checkpoint
+
+
+def read_candidate_log(directory: Path) -> list[CandidateRecord]:
+    """Every finished candidate in the log. A line cut short by a kill is dropped (and cut from the file),
+    since its candidate will simply be evaluated again."""
+    path = directory / CANDIDATES_NAME
+    if not path.is_file():
+        return []
+    data = path.read_bytes()
+    complete = data[: data.rfind(b"\n") + 1]
+    if len(complete) != len(data):
+        with path.open("r+b") as handle:
+            handle.truncate(len(complete))
+    return [CandidateRecord.from_json(json.loads(line)) for line in complete.decode().splitlines() if line]
+
+
+def append_candidate(directory: Path, record: CandidateRecord) -> None:
+    with (directory / CANDIDATES_NAME).open("a") as handle:
+        handle.write(json.dumps(record.to_json()) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def write_json_atomically(path: Path, data: Any) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(data, indent=2))
+    os.replace(temporary, path)
+
+
+def _fsync_directory(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

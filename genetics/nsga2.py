@@ -1,0 +1,89 @@
+"""NSGA-II (Deb et al. 2002) on DEAP: one objective per task, driven one generation at a time (ask / tell).
+
+Parents are chosen by DEAP's dominance-and-crowding tournament, varied by the GA's bounded operators, and
+the next population is the best `population_size` of parents plus offspring by non-dominated rank and
+crowding distance. Every evaluated individual also enters an archive of the non-dominated set: the
+Pareto front the search reports, whatever survived in the population.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from deap import base, tools
+
+from genetics.ga import vary
+from genetics.individual import Individual, OwnedRandomness
+from genetics.search_config import Nsga2Settings
+
+
+class _Maximise(base.Fitness):
+    """Every objective (a task score) is maximised; DEAP needs one weight per value."""
+
+    weights = (1.0,)
+
+    def __init__(self, values: tuple[float, ...]) -> None:
+        super().__init__()
+        self.weights = (1.0,) * len(values)
+        self.values = values
+
+
+@dataclass
+class _Ranked:
+    """An individual as DEAP's NSGA-II functions see it (a `.fitness` with values and crowding)."""
+
+    individual: Individual
+    fitness: _Maximise
+
+
+def _ranked(individuals: list[Individual]) -> list[_Ranked]:
+    missing = [ind.candidate_id for ind in individuals if not ind.objectives]
+    if missing:
+        raise ValueError(f"individuals without objectives: {missing}")
+    return [_Ranked(ind, _Maximise(tuple(ind.objectives))) for ind in individuals]
+
+
+@dataclass
+class Nsga2:
+    settings: Nsga2Settings
+    genome_size: int
+    seed: int
+    generation: int = 0
+    population: list[Individual] = field(default_factory=list)
+    pareto_front: list[Individual] = field(default_factory=list)
+    randomness: OwnedRandomness = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.randomness = OwnedRandomness(self.seed)
+
+    def ask(self) -> list[Individual]:
+        with self.randomness.active():
+            if not self.population:
+                return [
+                    Individual([random.random() for _ in range(self.genome_size)], origin="random")
+                    for _ in range(self.settings.population_size)
+                ]
+            ranked = _ranked(self.population)
+            tools.emo.assignCrowdingDist(ranked)
+            chosen = tools.selTournamentDCD(ranked, len(ranked))
+            children = [
+                Individual(list(c.individual.genes), genetic_parents=(c.individual.candidate_id,), origin="copy")
+                for c in chosen
+            ]
+            vary(children, self.settings)
+            return children
+
+    def tell(self, individuals: list[Individual]) -> None:
+        survivors = tools.selNSGA2(_ranked(self.population + individuals), self.settings.population_size)
+        self.population = [r.individual for r in survivors]
+        archive = _ranked(self.pareto_front + individuals)
+        front = tools.sortNondominated(archive, len(archive), first_front_only=True)[0]
+        unique: dict[tuple[float, ...], Individual] = {}
+        for member in front:
+            unique.setdefault(tuple(member.individual.genes), member.individual)
+        self.pareto_front = sorted(unique.values(), key=lambda ind: ind.objectives, reverse=True)
+        self.generation += 1
+
+    def best(self) -> list[Individual]:
+        return list(self.pareto_front)
