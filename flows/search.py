@@ -20,6 +20,7 @@ from prefect.runtime import flow_run
 from rich.console import Console
 
 from flows import stages
+from flows.live import SearchProgress
 from flows.paths import evomerge_version, runs_dir
 from flows.search_state import (
     CANDIDATES_NAME,
@@ -39,8 +40,9 @@ from genetics.individual import Individual
 from genetics.search_config import SearchConfig, load_search_config
 from tasks.candidate import CandidateRecord, candidate_key
 from tasks.errors import EvomergeError
-from tasks.evaluate import EvaluationConfig, Evaluator
+from tasks.evaluate import EvaluationConfig, Evaluator, available_tasks
 from tasks.faults import fault_point
+from tasks.held_out import BOOTSTRAP_ITERATIONS, CONFIDENCE, bootstrap_scores
 from tasks.merge.plan import plan_merge
 from tasks.merge.writer import write_model
 from tasks.select import fitness_of, task_scores
@@ -79,6 +81,11 @@ class SearchContext:
     parent_hashes: dict[str, str]
     evaluation_key: str
     task_order: list[str]
+
+    def workbench_items(self, evaluator: Evaluator, tasks: list[str]) -> dict[str, list[float]]:
+        """Per-prompt scores of the model now in the workbench, keyed by task in `tasks` order."""
+        items = evaluator.item_scores(self.workbench.model, self.workbench.tokenizer, self.config.evaluation.metric)
+        return {task: items[task] for task in tasks}
 
     def objectives(self, record: CandidateRecord) -> tuple[float, ...]:
         """One score per task (NSGA-II's objectives); a failed candidate scores 0 on every task."""
@@ -222,23 +229,28 @@ def _run_generations(context: SearchContext, checkpoint: Checkpoint, state: Sear
     algorithm = checkpoint.algorithm
     budget = config.budget
     started = time.monotonic()
-    while algorithm.generation < config.algorithm.generations:
-        generation = algorithm.generation
-        individuals = algorithm.ask()
-        for index, individual in enumerate(individuals):
-            if individual.fitness is not None:  # an elite carried over, already scored
-                continue
-            if budget.max_evaluations is not None and state.evaluations >= budget.max_evaluations:
-                return "max_evaluations"
-            if budget.max_minutes is not None and time.monotonic() - started >= 60 * budget.max_minutes:
-                return "max_minutes"
-            _score(context, state, individual, generation, index)
-        algorithm.tell(individuals)
-        checkpoint.history.append(_generation_stats(generation, state, individuals))
-        save_checkpoint(context.out, checkpoint)
-        _print_generation(checkpoint.history[-1], state)
-        if _plateaued(checkpoint.history, budget.plateau_generations, budget.plateau_delta):
-            return "plateau"
+    with SearchProgress(config, state.evaluations, console) as progress:
+        while algorithm.generation < config.algorithm.generations:
+            generation = algorithm.generation
+            individuals = algorithm.ask()
+            for index, individual in enumerate(individuals):
+                if individual.fitness is not None:  # an elite carried over, already scored
+                    continue
+                if budget.max_evaluations is not None and state.evaluations >= budget.max_evaluations:
+                    return "max_evaluations"
+                if budget.max_minutes is not None and time.monotonic() - started >= 60 * budget.max_minutes:
+                    return "max_minutes"
+                _score(context, state, individual, generation, index)
+                best = stages.select(state.records)
+                progress.update(
+                    evaluations=state.evaluations, generation=generation, best=best.fitness if best else None
+                )
+            algorithm.tell(individuals)
+            checkpoint.history.append(_generation_stats(generation, state, individuals))
+            save_checkpoint(context.out, checkpoint)
+            _print_generation(checkpoint.history[-1], state)
+            if _plateaued(checkpoint.history, budget.plateau_generations, budget.plateau_delta):
+                return "plateau"
     return "generations"
 
 
@@ -331,7 +343,82 @@ def _finish(context: SearchContext, checkpoint: Checkpoint, state: SearchState) 
         "prefect_flow_run_name": str(flow_run.get_name() or ""),
         "evomerge_version": evomerge_version(),
     }
+    summary["leaderboard"] = _leaderboard(context, state)
+    held_out = _held_out(context, checkpoint, state, best)
+    if held_out is not None:
+        summary["held_out"] = held_out
     write_json_atomically(context.out / "summary.json", summary)
-    context.tracker.log_artifact(context.out / "summary.json")
-    context.tracker.log_artifact(context.out / CANDIDATES_NAME)
+    for artifact in [context.out / "summary.json", context.out / CANDIDATES_NAME, *_plots(context, checkpoint, state)]:
+        context.tracker.log_artifact(artifact)
     return summary
+
+
+LEADERBOARD_SIZE = 10
+
+
+def held_out_tasks(config: SearchConfig) -> list[str]:
+    """The configured test splits, or by default `<task>_test` when every search task has one."""
+    configured = config.evaluation.held_out_tasks
+    if configured is not None:
+        return list(configured)
+    candidates = [f"{task}_test" for task in config.evaluation.tasks]
+    known = available_tasks()
+    return candidates if all(task in known for task in candidates) else []
+
+
+def _held_out(
+    context: SearchContext, checkpoint: Checkpoint, state: SearchState, best: CandidateRecord
+) -> dict[str, Any] | None:
+    """Parents, winner (and NSGA-II's Pareto set) scored on the test splits, with bootstrap intervals."""
+    tasks = held_out_tasks(context.config)
+    if not tasks:
+        console.print("no held-out test split for these tasks (no <task>_test); reporting search-split scores only")
+        return None
+    config = context.config
+    evaluator = Evaluator(EvaluationConfig(tasks=tuple(tasks), batch_size=config.evaluation.batch_size))
+    by_id = {record.candidate_id: record for record in state.records}
+    shown: list[tuple[str, CandidateRecord | None, str | None]] = [(ref, None, ref) for ref in checkpoint.parents]
+    shown.append((f"child {best.candidate_id}", best, None))
+    if config.algorithm.name == "nsga2":
+        for member in checkpoint.algorithm.best():
+            record = by_id.get(member.candidate_id)
+            if record is not None and record is not best and record.status == "ok":
+                shown.append((f"front {record.candidate_id}", record, None))
+    models = {}
+    for name, record, parent in shown:
+        stages.merge(context.workbench, record.recipe if record else None, parent=parent)
+        items = context.workbench_items(evaluator, tasks)
+        scores = bootstrap_scores(items, seed=config.seed).to_json()
+        models[name] = scores
+        context.tracker.log_held_out(name, {**scores["tasks"], "mean": scores["mean"]})
+    return {"tasks": tasks, "confidence": CONFIDENCE, "bootstrap_iterations": BOOTSTRAP_ITERATIONS, "models": models}
+
+
+def _leaderboard(context: SearchContext, state: SearchState) -> list[dict[str, Any]]:
+    """The best finished candidates, best first (earliest first among equals)."""
+    finished = [r for r in state.records if r.status == "ok" and r.fitness is not None]
+    ranked = sorted(finished, key=lambda r: r.fitness or 0.0, reverse=True)[:LEADERBOARD_SIZE]
+    return [
+        {
+            "candidate_id": r.candidate_id,
+            "fitness": r.fitness,
+            "scores": dict(zip(context.task_order, context.objectives(r), strict=True)),
+            "recipe_sha256": r.recipe.sha256(),
+        }
+        for r in ranked
+    ]
+
+
+def _plots(context: SearchContext, checkpoint: Checkpoint, state: SearchState) -> list[Path]:
+    from flows.plots import plot_fitness, plot_pareto
+
+    written = []
+    if checkpoint.history:
+        parent_means = [sum(s.values()) / len(s) for s in checkpoint.parents.values() if s]
+        written.append(plot_fitness(checkpoint.history, context.out / "fitness.png", max(parent_means, default=None)))
+    if context.config.algorithm.name == "nsga2" and len(context.task_order) >= 2:
+        finished = [context.objectives(r) for r in state.records if r.status == "ok"]
+        front = [ind.objectives for ind in checkpoint.algorithm.best()]
+        parents = {name: tuple(scores[t] for t in context.task_order) for name, scores in checkpoint.parents.items()}
+        written.append(plot_pareto(context.task_order, finished, front, parents, context.out / "pareto.png"))
+    return written

@@ -153,5 +153,15 @@ class SearchTracker:
         )
         self.client.log_text(self.run_id, record.recipe.to_yaml(), "best/recipe.yaml")
 
+    def log_held_out(self, name: str, scores: dict[str, dict[str, float]]) -> None:
+        """`held_out/<model>/<task or mean>` with its bootstrap interval as `.../low` and `.../high`."""
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric(f"held_out/{name}/{part}{suffix}".replace(" ", "_"), interval[key], now, 0)
+            for part, interval in scores.items()
+            for key, suffix in (("value", ""), ("low", "/low"), ("high", "/high"))
+        ]
+        self.client.log_batch(self.run_id, metrics=metrics)
+
     def finish(self, ok: bool) -> None:
         self.client.set_terminated(self.run_id, "FINISHED" if ok else "FAILED")

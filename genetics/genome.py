@@ -25,21 +25,52 @@ from tasks.merge.recipe import Recipe, parse_recipe
 DECIMALS = 4
 
 
+METHOD_GENE = "merge_method"
+"""The one categorical gene: which merge method the candidate uses, out of `choices`."""
+
+
 class GeneSpec(BaseModel):
-    """A searched recipe parameter: `parameter` of `model` (or of the whole recipe when `model` is unset)."""
+    """A searched recipe parameter: `parameter` of `model` (or of the whole recipe when `model` is unset),
+    a number in [low, high]; or, for `parameter: merge_method`, one of `choices`."""
 
     model_config = ConfigDict(extra="forbid")
     parameter: str
     model: str | None = None
-    low: float
-    high: float
+    low: float | None = None
+    high: float | None = None
+    choices: list[str] | None = None
     layer_groups: int = Field(default=1, ge=1, le=64)
 
     @model_validator(mode="after")
-    def _ordered(self) -> GeneSpec:
+    def _numeric_or_categorical(self) -> GeneSpec:
+        if self.parameter == METHOD_GENE:
+            if not self.choices or len(self.choices) < 2:
+                raise ValueError("a merge_method gene needs `choices`: at least two merge methods")
+            if self.model is not None or self.layer_groups != 1 or self.low is not None or self.high is not None:
+                raise ValueError("a merge_method gene takes only `choices` (no model, low, high or layer_groups)")
+            from tasks.merge.registry import get_method
+
+            for choice in self.choices:
+                try:
+                    get_method(choice)
+                except KeyError as error:
+                    raise ValueError(str(error).strip("'\"")) from None
+            return self
+        if self.choices is not None:
+            raise ValueError(f"`choices` is only for the {METHOD_GENE} gene; {self.parameter} takes low and high")
+        if self.low is None or self.high is None:
+            raise ValueError(f"{self.parameter}: a numeric gene needs `low` and `high`")
         if not self.low < self.high:
             raise ValueError(f"low ({self.low}) must be below high ({self.high})")
         return self
+
+    def value(self, gene: float) -> float | str:
+        """The recipe value of one gene in [0, 1] (clamped): a rounded number, or the chosen method."""
+        unit = min(1.0, max(0.0, float(gene)))
+        if self.choices is not None:
+            return self.choices[min(int(unit * len(self.choices)), len(self.choices) - 1)]
+        assert self.low is not None and self.high is not None
+        return round(self.low + unit * (self.high - self.low), DECIMALS)
 
     def names(self) -> list[str]:
         stem = self.parameter if self.model is None else f"{self.parameter}/{self.model}"
@@ -76,13 +107,15 @@ class GenomeSpec:
         recipe = copy.deepcopy(self.template)
         position = 0
         for gene in self.genes:
-            values = [
-                round(gene.low + min(1.0, max(0.0, float(g))) * (gene.high - gene.low), DECIMALS)
-                for g in genes[position : position + gene.layer_groups]
-            ]
+            values = [gene.value(g) for g in genes[position : position + gene.layer_groups]]
             position += gene.layer_groups
-            setting: float | list[float] = values[0] if gene.layer_groups == 1 else values
+            if gene.parameter == METHOD_GENE:
+                recipe[METHOD_GENE] = values[0]
+                continue
+            setting = values[0] if gene.layer_groups == 1 else values
             _parameters_of(recipe, gene.model)[gene.parameter] = setting
+        if any(gene.parameter == METHOD_GENE for gene in self.genes):
+            _keep_parameters_of_method(recipe)
         return parse_recipe(recipe, "decoded genome")
 
     def encode(self, recipe: Recipe) -> list[float]:
@@ -90,7 +123,14 @@ class GenomeSpec:
         data = recipe.canonical_dict()
         genes: list[float] = []
         for gene in self.genes:
+            if gene.choices is not None:
+                genes.append((gene.choices.index(data[METHOD_GENE]) + 0.5) / len(gene.choices))
+                continue
+            assert gene.low is not None and gene.high is not None
             setting = _parameters_of(data, gene.model).get(gene.parameter)
+            if setting is None and not _method_takes(data[METHOD_GENE], gene.parameter):
+                genes.extend([0.5] * gene.layer_groups)  # unused by this method: any value decodes the same
+                continue
             values = setting if isinstance(setting, list) else [setting] * gene.layer_groups
             if len(values) != gene.layer_groups or not all(isinstance(v, int | float) for v in values):
                 raise RecipeError(f"recipe has no value of the expected form for gene {gene.names()[0]}")
@@ -106,3 +146,25 @@ def _parameters_of(recipe: dict[str, Any], model: str | None) -> dict[str, Any]:
         params = entry.setdefault("parameters", {})
     assert isinstance(params, dict)
     return params
+
+
+def _method_takes(method: str, parameter: str) -> bool:
+    from tasks.merge.registry import get_method
+
+    return get_method(method).parameter(parameter) is not None
+
+
+def _keep_parameters_of_method(recipe: dict[str, Any]) -> None:
+    """With the method itself searched, each candidate keeps only the parameters its method takes (a
+    task_arithmetic child has no use for the density genes its ties siblings carry)."""
+    from tasks.merge.registry import get_method
+
+    accepted = {spec.name for spec in get_method(recipe[METHOD_GENE]).parameters}
+    holders = [recipe, *(recipe.get("models") or [])]
+    for holder in holders:
+        parameters = holder.get("parameters")
+        if isinstance(parameters, dict):
+            for name in [name for name in parameters if name not in accepted]:
+                del parameters[name]
+            if not parameters:
+                del holder["parameters"]

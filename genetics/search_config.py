@@ -23,6 +23,21 @@ class EvaluationSettings(BaseModel):
     limit: int | None = Field(default=None, ge=1)
     batch_size: int = Field(default=64, ge=1)
     metric: str = "exact_match"
+    held_out_tasks: list[str] | None = None
+    """The test split of each task, in the same order, scored only for the final report (parents and
+    winner, with bootstrap 95 % intervals). Default: `<task>_test` where every task has one; [] for none."""
+
+    @model_validator(mode="after")
+    def _one_held_out_task_per_task(self) -> EvaluationSettings:
+        if self.held_out_tasks and len(self.held_out_tasks) != len(self.tasks):
+            raise ValueError(
+                f"held_out_tasks names {len(self.held_out_tasks)} tasks for {len(self.tasks)} search tasks "
+                "(one test split per task, in the same order)"
+            )
+        overlap = set(self.held_out_tasks or ()) & set(self.tasks)
+        if overlap:
+            raise ValueError(f"held_out_tasks must differ from the search tasks: {sorted(overlap)}")
+        return self
 
 
 class FitnessSettings(BaseModel):

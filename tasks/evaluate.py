@@ -154,6 +154,23 @@ class Evaluator:
 
     def evaluate(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> Scores:
         """Scores of `model` as it is now (weights changed in place since the last call are seen)."""
+        output = self._run(model, tokenizer, log_samples=False)
+        return flatten_results(output["results"], self._leaf_tasks)
+
+    def item_scores(
+        self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, metric: str
+    ) -> dict[str, list[float]]:
+        """Per task, `metric` of every prompt in document order: what a confidence interval resamples."""
+        output = self._run(model, tokenizer, log_samples=True)
+        per_task: dict[str, list[float]] = {}
+        for task in self._leaf_tasks:
+            samples = sorted(output.get("samples", {}).get(task, []), key=lambda sample: sample["doc_id"])
+            if not samples or metric not in samples[0]:
+                raise EvaluationError(f"task {task} logged no per-prompt {metric!r}")
+            per_task[task] = [float(sample[metric]) for sample in samples]
+        return per_task
+
+    def _run(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, log_samples: bool) -> Any:
         from lm_eval.evaluator import evaluate
 
         model.eval()
@@ -165,13 +182,13 @@ class Evaluator:
                     task_dict=self._task_dict,
                     limit=self.config.limit,
                     bootstrap_iters=0,
-                    log_samples=False,
+                    log_samples=log_samples,
                 )
         except Exception as error:
             raise EvaluationError(f"lm-eval failed on tasks {list(self.config.tasks)}: {error}") from error
         if output is None:
             raise EvaluationError("lm-eval returned no results (not rank 0?)")
-        return flatten_results(output["results"], self._leaf_tasks)
+        return output
 
     def _wrapper_for(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> HFLM:
         import torch
@@ -209,6 +226,14 @@ def _leaf_task_names(task_dict: dict[Any, Any]) -> list[str]:
         else:
             names.append(key if isinstance(key, str) else key.group_name)
     return names
+
+
+def available_tasks(include_path: Path = DEFAULT_INCLUDE_PATH) -> set[str]:
+    """Names of the lm-eval tasks defined in an include folder (no data is loaded)."""
+    quiet_lm_eval_logging()
+    from lm_eval.tasks import TaskManager
+
+    return set(TaskManager(include_path=str(include_path), include_defaults=False).all_tasks)
 
 
 def evaluate_model_dir(path: Path, config: EvaluationConfig) -> Scores:

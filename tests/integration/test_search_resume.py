@@ -144,7 +144,9 @@ def test_rerunning_a_finished_search_evaluates_nothing(
     summary = searches["killed"]["summary"]
     assert isinstance(summary, dict)
     work = Path(summary["best"]["model_dir"]).parents[1]
-    result = run_search(work, zoo_dir, "raise:merge:1,raise:evaluate:1")  # any evaluation would fail
+    log_before = (work / "out" / "candidates.jsonl").read_bytes()
+    result = run_search(work, zoo_dir, "kill:record:1")  # a newly evaluated candidate would die here
     assert result.returncode == 0, result.stdout + result.stderr
+    assert (work / "out" / "candidates.jsonl").read_bytes() == log_before
     again = json.loads((work / "out" / "summary.json").read_text())
     assert again["best"] == summary["best"] and again["evaluations"] == summary["evaluations"]

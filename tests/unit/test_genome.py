@@ -95,7 +95,8 @@ def test_algorithm_settings_are_checked_per_algorithm(tmp_path: Path, algorithm:
     path = tmp_path / "search.yaml"
     path.write_text(
         "name: x\nrecipe: {merge_method: linear, models: [{model: a}]}\n"
-        f"genes: [{{parameter: weight, model: a, low: 0, high: 1}}]\nevaluation: {{tasks: [t]}}\nalgorithm: {algorithm}\n"
+        "genes: [{parameter: weight, model: a, low: 0, high: 1}]\nevaluation: {tasks: [t]}\n"
+        f"algorithm: {algorithm}\n"
     )
     with pytest.raises(RecipeError) as error:
         load_search_config(path)
@@ -112,3 +113,48 @@ def test_algorithm_without_a_name_is_the_ga(tmp_path: Path) -> None:
     )
     config = load_search_config(path)
     assert config.algorithm.name == "ga" and config.algorithm.population_size == 6
+
+
+METHOD_SPEC = GenomeSpec(
+    {**TEMPLATE, "merge_method": "ties"},
+    (
+        GeneSpec(parameter="merge_method", choices=["ties", "dare_ties", "task_arithmetic"]),
+        GeneSpec(parameter="weight", model="add", low=0.0, high=1.5),
+        GeneSpec(parameter="density", model="add", low=0.2, high=1.0),
+        GeneSpec(parameter="lambda", low=0.5, high=1.5),
+    ),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(min_value=-0.5, max_value=1.5, allow_nan=False), min_size=4, max_size=4))
+def test_method_gene_picks_a_choice_and_keeps_only_its_parameters(genes: list[float]) -> None:
+    recipe = METHOD_SPEC.decode(genes).canonical_dict()
+    choices = ["ties", "dare_ties", "task_arithmetic"]
+    unit = min(1.0, max(0.0, genes[0]))
+    assert recipe["merge_method"] == choices[min(int(unit * 3), 2)]
+    add = next(m for m in recipe["models"] if m["model"] == "add")["parameters"]
+    assert 0.0 <= add["weight"] <= 1.5
+    if recipe["merge_method"] == "task_arithmetic":
+        assert "density" not in add  # task_arithmetic takes no density
+    else:
+        assert 0.2 <= add["density"] <= 1.0
+    assert 0.5 <= recipe["parameters"]["lambda"] <= 1.5
+    assert (
+        METHOD_SPEC.decode(METHOD_SPEC.encode(METHOD_SPEC.decode(genes))).sha256() == METHOD_SPEC.decode(genes).sha256()
+    )
+
+
+@pytest.mark.parametrize(
+    ("gene", "message"),
+    [
+        ({"parameter": "merge_method", "choices": ["ties"]}, "at least two merge methods"),
+        ({"parameter": "merge_method", "choices": ["ties", "mystery"]}, "unknown merge_method 'mystery'"),
+        ({"parameter": "merge_method", "choices": ["ties", "slerp"], "low": 0}, "takes only `choices`"),
+        ({"parameter": "weight", "model": "add", "choices": ["a", "b"]}, "`choices` is only for the merge_method"),
+        ({"parameter": "weight", "model": "add", "low": 0}, "a numeric gene needs `low` and `high`"),
+    ],
+)
+def test_gene_spec_errors(gene: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        GeneSpec.model_validate(gene)

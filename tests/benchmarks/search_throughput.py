@@ -1,0 +1,101 @@
+"""Search throughput on the demo zoo: evaluations per minute, and the share of the search loop's wall time
+spent outside the models' forward passes (merging, Prefect, MLflow, bookkeeping). Prints; asserts nothing.
+
+    .venv/bin/python tests/benchmarks/search_throughput.py [--evaluations 48] [--config configs/searches/demo.yaml]
+
+The search runs in this process, as `evomerge search` runs it (Prefect flow, MLflow store, lm-eval). Two
+clocks are added for the measurement only: one around the search loop (`flows.search._run_generations`,
+which covers every candidate's merge, evaluation, MLflow logging, checkpoint) and one around
+`GenerationMixin.generate`, where lm-eval's generation (every forward pass) happens. Parent scoring, the
+held-out report and start-up are outside the loop and not counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.calls = 0
+        self.active = True
+
+    def wrap(self, function: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(function)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                if self.active:
+                    self.seconds += time.perf_counter() - started
+                    self.calls += 1
+
+        return timed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "searches" / "demo.yaml")
+    parser.add_argument("--evaluations", type=int, default=48)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="evomerge-throughput-"))
+    config = yaml.safe_load(args.config.read_text())
+    config["budget"] = {"max_evaluations": args.evaluations}
+    config["algorithm"] = {**config.get("algorithm", {}), "generations": 1000}
+    config["evaluation"]["held_out_tasks"] = []
+    config_path = work / "search.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")
+    os.environ.setdefault("EVOMERGE_ZOO_DIR", str(ROOT / "zoo"))
+
+    from transformers.generation.utils import GenerationMixin
+
+    import flows  # noqa: F401  (Prefect and HF defaults)
+    import flows.search as search_module
+
+    loop, forward = Clock(), Clock()
+    forward.active = False
+    original_loop = search_module._run_generations
+
+    def timed_loop(*loop_args: Any, **loop_kwargs: Any) -> str:
+        forward.active = True
+        try:
+            return loop.wrap(original_loop)(*loop_args, **loop_kwargs)
+        finally:
+            forward.active = False
+
+    search_module._run_generations = timed_loop  # type: ignore[assignment]
+    GenerationMixin.generate = forward.wrap(GenerationMixin.generate)  # type: ignore[method-assign]
+
+    started = time.perf_counter()
+    summary = search_module.search(str(config_path), str(work / "out"), str(ROOT / "zoo"))
+    total = time.perf_counter() - started
+
+    evaluations = summary["evaluations"]
+    outside = loop.seconds - forward.seconds
+    print(f"config: {args.config} ({config['algorithm'].get('name', 'ga')}), budget {args.evaluations} evaluations")
+    print(f"whole search (start-up, parents, loop, winner): {total:.1f} s")
+    print(f"search loop: {loop.seconds:.1f} s for {evaluations} evaluations")
+    print(f"evaluations per minute (loop): {60 * evaluations / loop.seconds:.1f}")
+    print(f"generate (forward passes) in the loop: {forward.seconds:.1f} s in {forward.calls} calls")
+    print(
+        f"outside forward passes: {outside:.1f} s = {100 * outside / loop.seconds:.1f} % of the loop (target <= 10 %)"
+    )
+
+
+if __name__ == "__main__":
+    main()
