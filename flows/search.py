@@ -45,7 +45,7 @@ from tasks.faults import fault_point
 from tasks.held_out import BOOTSTRAP_ITERATIONS, CONFIDENCE, bootstrap_scores
 from tasks.merge.plan import plan_merge
 from tasks.merge.writer import write_model
-from tasks.select import fitness_of, task_scores
+from tasks.select import best_candidate, fitness_of, task_scores
 from tasks.workbench import Workbench
 
 console = Console(stderr=True)
@@ -241,7 +241,7 @@ def _run_generations(context: SearchContext, checkpoint: Checkpoint, state: Sear
                 if budget.max_minutes is not None and time.monotonic() - started >= 60 * budget.max_minutes:
                     return "max_minutes"
                 _score(context, state, individual, generation, index)
-                best = stages.select(state.records)
+                best = best_candidate(state.records)  # the pure function: a Prefect task run per line costs 25 ms
                 progress.update(
                     evaluations=state.evaluations, generation=generation, best=best.fitness if best else None
                 )
@@ -372,7 +372,8 @@ def _held_out(
     """Parents, winner (and NSGA-II's Pareto set) scored on the test splits, with bootstrap intervals."""
     tasks = held_out_tasks(context.config)
     if not tasks:
-        console.print("no held-out test split for these tasks (no <task>_test); reporting search-split scores only")
+        if context.config.evaluation.held_out_tasks is None:
+            console.print("no held-out test split (no <task>_test task for every task): search-split scores only")
         return None
     config = context.config
     evaluator = Evaluator(EvaluationConfig(tasks=tuple(tasks), batch_size=config.evaluation.batch_size))
