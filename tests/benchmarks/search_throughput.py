@@ -3,11 +3,12 @@ spent outside the models' forward passes (merging, Prefect, MLflow, bookkeeping)
 
     .venv/bin/python tests/benchmarks/search_throughput.py [--evaluations 48] [--config configs/searches/demo.yaml]
 
-The search runs in this process, as `evomerge search` runs it (Prefect flow, MLflow store, lm-eval). Two
+The search runs in this process, as `evomerge search` runs it (Prefect flow, MLflow store, lm-eval). Three
 clocks are added for the measurement only: one around the search loop (`flows.search._run_generations`,
-which covers every candidate's merge, evaluation, MLflow logging, checkpoint) and one around
-`GenerationMixin.generate`, where lm-eval's generation (every forward pass) happens. Parent scoring, the
-held-out report and start-up are outside the loop and not counted.
+which covers every candidate's merge, evaluation, MLflow logging, checkpoint), one around
+`GenerationMixin.generate`, where lm-eval's generation (every forward pass) happens, and one around the
+whole lm-eval call (`Evaluator._run`: building the requests, generating, scoring the answers). Parent
+scoring, the held-out report and start-up are outside the loop and not counted.
 """
 
 from __future__ import annotations
@@ -66,20 +67,22 @@ def main() -> None:
 
     import flows  # noqa: F401  (Prefect and HF defaults)
     import flows.search as search_module
+    from tasks.evaluate import Evaluator
 
-    loop, forward = Clock(), Clock()
-    forward.active = False
+    loop, forward, scoring = Clock(), Clock(), Clock()
+    forward.active = scoring.active = False
     original_loop = search_module._run_generations
 
     def timed_loop(*loop_args: Any, **loop_kwargs: Any) -> str:
-        forward.active = True
+        forward.active = scoring.active = True
         try:
             return loop.wrap(original_loop)(*loop_args, **loop_kwargs)
         finally:
-            forward.active = False
+            forward.active = scoring.active = False
 
     search_module._run_generations = timed_loop  # type: ignore[assignment]
     GenerationMixin.generate = forward.wrap(GenerationMixin.generate)  # type: ignore[method-assign]
+    Evaluator._run = scoring.wrap(Evaluator._run)  # type: ignore[method-assign]
 
     started = time.perf_counter()
     summary = search_module.search(str(config_path), str(work / "out"), str(ROOT / "zoo"))
@@ -92,8 +95,12 @@ def main() -> None:
     print(f"search loop: {loop.seconds:.1f} s for {evaluations} evaluations")
     print(f"evaluations per minute (loop): {60 * evaluations / loop.seconds:.1f}")
     print(f"generate (forward passes) in the loop: {forward.seconds:.1f} s in {forward.calls} calls")
+    share = 100 * outside / loop.seconds
+    print(f"outside forward passes: {outside:.1f} s = {share:.1f} % of the loop (target <= 10 %)")
+    print(f"lm-eval calls (requests, generation, scoring) in the loop: {scoring.seconds:.1f} s")
+    around = loop.seconds - scoring.seconds
     print(
-        f"outside forward passes: {outside:.1f} s = {100 * outside / loop.seconds:.1f} % of the loop (target <= 10 %)"
+        f"outside lm-eval (merge, Prefect, MLflow, bookkeeping): {around:.1f} s = {100 * around / loop.seconds:.1f} %"
     )
 
 
