@@ -13,6 +13,8 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 from flows.search_state import GenerationStats  # noqa: E402
 
@@ -27,12 +29,7 @@ def plot_fitness(history: Sequence[GenerationStats], path: Path, parent_best: fl
         axes.axhline(parent_best, color="grey", linewidth=1, linestyle=":", label="best parent")
     axes.set_xlabel("generation")
     axes.set_ylabel("fitness")
-    axes.grid(alpha=0.3)
-    axes.legend(loc="lower right")
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
-    return path
+    return _save(figure, axes, path, legend="lower right")
 
 
 def plot_pareto(
@@ -52,8 +49,12 @@ def plot_pareto(
         axes.annotate(name, (scores[0], scores[1]), textcoords="offset points", xytext=(4, 4), fontsize=8)
     axes.set_xlabel(tasks[0])
     axes.set_ylabel(tasks[1])
+    return _save(figure, axes, path, legend="lower left")
+
+
+def _save(figure: Figure, axes: Axes, path: Path, *, legend: str) -> Path:
     axes.grid(alpha=0.3)
-    axes.legend(loc="lower left")
+    axes.legend(loc=legend)
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)

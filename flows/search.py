@@ -54,7 +54,7 @@ console = Console(stderr=True)
 @dataclass
 class SearchState:
     records: list[CandidateRecord] = field(default_factory=list)
-    by_key: dict[str, CandidateRecord] = field(default_factory=dict)
+    by_key: dict[str, CandidateRecord] = field(init=False)
 
     def __post_init__(self) -> None:
         self.by_key = {record.key: record for record in self.records}

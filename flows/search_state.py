@@ -27,6 +27,7 @@ from genetics.search_config import SearchConfig
 from tasks.candidate import CandidateRecord
 from tasks.errors import EvomergeError
 from tasks.faults import fault_point
+from tasks.merge.writer import fsync_dir
 
 CHECKPOINT_NAME = "checkpoint.pkl"
 CANDIDATES_NAME = "candidates.jsonl"
@@ -71,7 +72,7 @@ def save_checkpoint(directory: Path, checkpoint: Checkpoint) -> None:
         os.fsync(handle.fileno())
     fault_point("checkpoint")
     os.replace(temporary, path)
-    _fsync_directory(directory)
+    fsync_dir(directory)
 
 
 def load_checkpoint(directory: Path, config: SearchConfig) -> Checkpoint | None:
@@ -120,11 +121,3 @@ def write_json_atomically(path: Path, data: Any) -> None:
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_text(json.dumps(data, indent=2))
     os.replace(temporary, path)
-
-
-def _fsync_directory(directory: Path) -> None:
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

@@ -68,9 +68,14 @@ def clamp_unit(genes: Any) -> list[float]:
     return [min(1.0, max(0.0, float(g))) for g in genes]
 
 
-def keep_best(individuals: list[Individual], count: int) -> list[Individual]:
-    """The `count` fittest distinct genomes, best first; among equals the earliest seen."""
+def distinct(individuals: list[Individual]) -> list[Individual]:
+    """The first individual seen of each genome, in order."""
     unique: dict[tuple[float, ...], Individual] = {}
     for individual in individuals:
         unique.setdefault(tuple(individual.genes), individual)
-    return sorted(unique.values(), key=lambda ind: ind.fitness or 0.0, reverse=True)[:count]
+    return list(unique.values())
+
+
+def keep_best(individuals: list[Individual], count: int) -> list[Individual]:
+    """The `count` fittest distinct genomes, best first; among equals the earliest seen."""
+    return sorted(distinct(individuals), key=lambda ind: ind.fitness or 0.0, reverse=True)[:count]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from deap import base, tools
 
 from genetics.ga import vary
-from genetics.individual import Individual, OwnedRandomness
+from genetics.individual import Individual, OwnedRandomness, distinct
 from genetics.search_config import Nsga2Settings
 
 
@@ -79,10 +79,8 @@ class Nsga2:
         self.population = [r.individual for r in survivors]
         archive = _ranked(self.pareto_front + individuals)
         front = tools.sortNondominated(archive, len(archive), first_front_only=True)[0]
-        unique: dict[tuple[float, ...], Individual] = {}
-        for member in front:
-            unique.setdefault(tuple(member.individual.genes), member.individual)
-        self.pareto_front = sorted(unique.values(), key=lambda ind: ind.objectives, reverse=True)
+        members = distinct([member.individual for member in front])
+        self.pareto_front = sorted(members, key=lambda ind: ind.objectives, reverse=True)
         self.generation += 1
 
     def best(self) -> list[Individual]:

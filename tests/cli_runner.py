@@ -1,4 +1,5 @@
-"""`evomerge merge` run as a user runs it: its own process, from the repository root, output captured."""
+"""`evomerge merge` and `evomerge search` run as a user runs them: their own process, from the repository
+root, output captured."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).parents[1]
 EVOMERGE = [sys.executable, "-m", "flows.cli"]
@@ -18,5 +21,44 @@ def run_merge(*args: str, env: dict[str, str] | None = None) -> subprocess.Compl
         text=True,
         timeout=300,
         env={**os.environ, **(env or {})},
+        cwd=ROOT,
+    )
+
+
+ZOO_TWO_EXPERTS = {
+    "merge_method": "task_arithmetic",
+    "base_model": "zoo:base",
+    "models": [{"model": "zoo:add"}, {"model": "zoo:sort"}],
+}
+"""The recipe template the integration searches breed from: the zoo's add and sort experts on its base."""
+
+
+def write_search(work: Path, config: dict[str, object]) -> None:
+    """`work/search.yaml`: the config `search_command(work)` runs."""
+    (work / "search.yaml").write_text(yaml.safe_dump(config))
+
+
+def search_env(work: Path, zoo_dir: Path) -> dict[str, str]:
+    """A search's own MLflow store and Prefect home under `work`, and the shared zoo."""
+    return {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
+        "PREFECT_HOME": str(work / "prefect"),
+        "EVOMERGE_ZOO_DIR": str(zoo_dir),
+    }
+
+
+def search_command(work: Path) -> list[str]:
+    """`evomerge search work/search.yaml --out work/out`."""
+    return [*EVOMERGE, "search", str(work / "search.yaml"), "--out", str(work / "out")]
+
+
+def run_search(work: Path, zoo_dir: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        search_command(work),
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=search_env(work, zoo_dir),
         cwd=ROOT,
     )

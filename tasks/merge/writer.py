@@ -59,7 +59,8 @@ def _fsync_file(path: Path) -> None:
         os.fsync(handle.fileno())
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new file in `path` durable (the directory entry itself is data too)."""
     descriptor = os.open(path, os.O_RDONLY)
     try:
         os.fsync(descriptor)
@@ -348,7 +349,7 @@ def write_model(
     for path in work.iterdir():
         if path.name not in written:
             _fsync_file(path)
-    _fsync_dir(work)
+    fsync_dir(work)
     if out_dir.exists():
         replaced = out_dir.with_name(out_dir.name + f".replaced-{os.getpid()}")
         out_dir.rename(replaced)
@@ -356,7 +357,7 @@ def write_model(
         shutil.rmtree(replaced)
     else:
         work.rename(out_dir)
-    _fsync_dir(out_dir.parent)
+    fsync_dir(out_dir.parent)
     return digest
 
 

@@ -5,16 +5,12 @@ Pareto front over the tasks and pareto.png."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
+from cli_runner import ZOO_TWO_EXPERTS, run_search, write_search
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).parents[2]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 ALGORITHMS = {
@@ -31,11 +27,7 @@ def finished(request: pytest.FixtureRequest, zoo_dir: Path, tmp_path_factory: py
     config = {
         "name": f"algo-{name}",
         "seed": 2,
-        "recipe": {
-            "merge_method": "task_arithmetic",
-            "base_model": "zoo:base",
-            "models": [{"model": "zoo:add"}, {"model": "zoo:sort"}],
-        },
+        "recipe": ZOO_TWO_EXPERTS,
         "genes": [
             {"parameter": "weight", "model": "zoo:add", "low": 0.0, "high": 1.5},
             {"parameter": "weight", "model": "zoo:sort", "low": 0.0, "high": 1.5},
@@ -43,21 +35,8 @@ def finished(request: pytest.FixtureRequest, zoo_dir: Path, tmp_path_factory: py
         "evaluation": {"tasks": ["evomerge_add", "evomerge_sort"], "limit": 30},
         "algorithm": ALGORITHMS[name],
     }
-    (work / "search.yaml").write_text(yaml.safe_dump(config))
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
-        "PREFECT_HOME": str(work / "prefect"),
-        "EVOMERGE_ZOO_DIR": str(zoo_dir),
-    }
-    result = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "search", str(work / "search.yaml"), "--out", str(work / "out")],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env=env,
-        cwd=ROOT,
-    )
+    write_search(work, config)
+    result = run_search(work, zoo_dir)
     assert result.returncode == 0, result.stdout + result.stderr
     records = [json.loads(line) for line in (work / "out" / "candidates.jsonl").read_text().splitlines()]
     summary = json.loads((work / "out" / "summary.json").read_text())

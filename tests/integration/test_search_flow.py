@@ -8,13 +8,12 @@ finished MLflow nested run per evaluation; every candidate's `recipe.yaml`, merg
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import yaml
+from cli_runner import ZOO_TWO_EXPERTS, run_search, search_env, write_search
 from mlflow.tracking import MlflowClient
 
 from tasks.merge.writer import model_dir_sha256
@@ -29,11 +28,7 @@ def finished_search(zoo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     config = {
         "name": "itest",
         "seed": 3,
-        "recipe": {
-            "merge_method": "task_arithmetic",
-            "base_model": "zoo:base",
-            "models": [{"model": "zoo:add"}, {"model": "zoo:sort"}],
-        },
+        "recipe": ZOO_TWO_EXPERTS,
         "genes": [
             {"parameter": "weight", "model": "zoo:add", "low": 0.0, "high": 1.5},
             {"parameter": "weight", "model": "zoo:sort", "low": 0.0, "high": 1.5, "layer_groups": 2},
@@ -42,23 +37,10 @@ def finished_search(zoo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         "algorithm": {"population_size": 4, "generations": 3, "elite": 1},
         "budget": {"max_evaluations": 6},
     }
-    config_path = work / "search.yaml"
-    config_path.write_text(yaml.safe_dump(config))
-    uri = f"sqlite:///{work / 'mlflow.db'}"
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": uri,
-        "PREFECT_HOME": str(work / "prefect"),
-        "EVOMERGE_ZOO_DIR": str(zoo_dir),
-    }
-    result = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "search", str(config_path), "--out", str(work / "out")],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env=env,
-        cwd=ROOT,
-    )
+    write_search(work, config)
+    env = search_env(work, zoo_dir)
+    uri = env["MLFLOW_TRACKING_URI"]
+    result = run_search(work, zoo_dir)
     assert result.returncode == 0, result.stdout + result.stderr
     summary = json.loads((work / "out" / "summary.json").read_text())
     return {"work": work, "uri": uri, "summary": summary, "stdout": result.stdout, "env": env}

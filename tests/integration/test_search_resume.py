@@ -15,25 +15,19 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
-import yaml
+from cli_runner import ROOT, ZOO_TWO_EXPERTS, search_command, search_env, write_search
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).parents[2]
 
 CONFIG = {
     "name": "resume",
     "seed": 11,
-    "recipe": {
-        "merge_method": "task_arithmetic",
-        "base_model": "zoo:base",
-        "models": [{"model": "zoo:add"}, {"model": "zoo:sort"}],
-    },
+    "recipe": ZOO_TWO_EXPERTS,
     "genes": [
         {"parameter": "weight", "model": "zoo:add", "low": 0.0, "high": 1.5},
         {"parameter": "weight", "model": "zoo:sort", "low": 0.0, "high": 1.5},
@@ -49,16 +43,11 @@ def run_search(work: Path, zoo_dir: Path, fault: str | None) -> subprocess.Compl
     """One `evomerge search` process in its own session. A SIGKILLed search leaves its ephemeral Prefect
     server behind (a child process holding the output pipes), so output goes to files and the whole
     session is killed once the search process has ended."""
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
-        "PREFECT_HOME": str(work / "prefect"),
-        "EVOMERGE_ZOO_DIR": str(zoo_dir),
-    }
+    env = search_env(work, zoo_dir)
     env.pop("EVOMERGE_FAULT", None)
     if fault:
         env["EVOMERGE_FAULT"] = fault
-    command = [sys.executable, "-m", "flows.cli", "search", str(work / "search.yaml"), "--out", str(work / "out")]
+    command = search_command(work)
     with (work / "stdout.log").open("w") as stdout, (work / "stderr.log").open("w") as stderr:
         process = subprocess.Popen(command, stdout=stdout, stderr=stderr, env=env, cwd=ROOT, start_new_session=True)
         try:
@@ -89,7 +78,7 @@ def searches(zoo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     straight = tmp_path_factory.mktemp("straight")
     killed = tmp_path_factory.mktemp("killed")
     for work in (straight, killed):
-        (work / "search.yaml").write_text(yaml.safe_dump(CONFIG))
+        write_search(work, CONFIG)
     result = run_search(straight, zoo_dir, None)
     assert result.returncode == 0, result.stdout + result.stderr
     resumed_output = ""
