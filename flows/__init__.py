@@ -12,5 +12,7 @@ for _key, _value in {
     "PREFECT_LOGGING_LEVEL": "WARNING",
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",
     "TOKENIZERS_PARALLELISM": "false",
+    # `evomerge lineage` / `reproduce` read artifacts; a bar per file is noise on stderr.
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
 }.items():
     os.environ.setdefault(_key, _value)

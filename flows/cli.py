@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -17,6 +17,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 import flows  # noqa: F401  (sets Prefect/HF defaults before anything imports them)
 from flows.paths import configs_dir
 from tasks.errors import EvomergeError
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 app = typer.Typer(
     help="Breed language models from existing ones.", no_args_is_help=True, pretty_exceptions_enable=False
@@ -191,9 +194,11 @@ def search(
 
     Rerunning the same command on the same output directory continues a stopped or killed search."""
     from flows.report import print_search_report
+    from flows.search import check_search_inputs
     from flows.search import search as search_flow
 
     try:
+        check_search_inputs(str(config), str(out) if out else None, resume)
         summary = search_flow(str(config), str(out) if out else None, str(zoo_dir) if zoo_dir else None, resume=resume)
     except EvomergeError as error:
         _fail(error)
@@ -213,6 +218,68 @@ def demo(
     except EvomergeError as error:
         _fail(error)
     search(DEMO_CONFIG, out, None, resume=False)
+
+
+def _tracking_client(tracking_uri: str | None) -> MlflowClient:
+    from mlflow.tracking import MlflowClient
+
+    from flows.tracking import tracking_uri as default_uri
+
+    return MlflowClient(tracking_uri or default_uri())
+
+
+TrackingUri = Annotated[
+    str | None, typer.Option(help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else the local store)")
+]
+
+
+@app.command()
+def lineage(
+    run_id: Annotated[str, typer.Argument(help="MLflow run id of a candidate, or of a search (its winner)")],
+    format: Annotated[str, typer.Option("--format", help="tree, json or dot (Graphviz)")] = "tree",
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Print the family tree of a candidate: genetic parents back to generation 0, parent models with their
+    content hashes, the recipe, the seed, the evomerge and library versions."""
+    import json
+
+    from flows.lineage import lineage_dot, lineage_tree, read_lineage
+
+    if format not in ("tree", "json", "dot"):
+        _fail(EvomergeError(f"--format {format!r}: expected tree, json or dot"))
+    try:
+        found = read_lineage(_tracking_client(tracking_uri), run_id)
+    except EvomergeError as error:
+        _fail(error)
+    if format == "json":
+        print(json.dumps(found.to_json(), indent=2))
+    elif format == "dot":
+        print(lineage_dot(found), end="")
+    else:
+        console.print(lineage_tree(found))
+        console.print("recipe:", style="bold")
+        console.print(found.recipe_yaml, highlight=False, markup=False)
+
+
+@app.command()
+def reproduce(
+    run_id: Annotated[str, typer.Argument(help="MLflow run id of a candidate, or of a search (its winner)")],
+    out: Annotated[Path, typer.Argument(help="output model directory (must not exist)")],
+    zoo_dir: Annotated[Path | None, typer.Option(help="where zoo:NAME models live")] = None,
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Rebuild a candidate from its MLflow record alone and check its tensors hash equals the recorded one."""
+    from flows.reproduce import reproduce as rebuild
+
+    try:
+        result = rebuild(_tracking_client(tracking_uri), run_id, out, zoo_dir)
+    except EvomergeError as error:
+        _fail(error)
+    console.print(
+        f"rebuilt {result.lineage.candidate.candidate_id} into {result.out}: tensors sha256 {result.tensors_sha256} "
+        "equals the recorded hash",
+        soft_wrap=True,
+    )
 
 
 def main() -> None:

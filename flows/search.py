@@ -1,7 +1,8 @@
 """The search flow: download the parents, then per generation merge and evaluate each new candidate,
 select, breed; finally write the winner as a full model and the summary.
 
-Every finished candidate is appended to `candidates.jsonl` and logged to MLflow the moment it finishes, and
+Every finished candidate is appended to `candidates.jsonl` the moment it finishes and logged to MLflow from
+a background queue (flows/tracking_queue.py: the search never waits on MLflow, nor dies of its outage), and
 the algorithm is checkpointed after every generation (flows/search_state.py), so a kill at any moment loses
 nothing: rerunning the same command on the same output directory resumes, and a candidate whose recipe,
 parents and evaluation were already scored is never evaluated again.
@@ -9,12 +10,15 @@ parents and evaluation were already scored is never evaluated again.
 
 from __future__ import annotations
 
+import os
 import time
 import traceback
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import torch
 from prefect import flow
 from prefect.runtime import flow_run
 from rich.console import Console
@@ -33,7 +37,8 @@ from flows.search_state import (
     save_checkpoint,
     write_json_atomically,
 )
-from flows.tracking import SearchTracker
+from flows.tracking import SearchTracker, library_tags
+from flows.tracking_queue import TrackingQueue
 from genetics.algorithm import make_algorithm
 from genetics.genome import GenomeSpec
 from genetics.individual import Individual
@@ -41,12 +46,11 @@ from genetics.search_config import SearchConfig, load_search_config
 from tasks.candidate import CandidateRecord, candidate_key
 from tasks.errors import EvomergeError
 from tasks.evaluate import EvaluationConfig, Evaluator, available_tasks
-from tasks.faults import fault_point
 from tasks.held_out import BOOTSTRAP_ITERATIONS, CONFIDENCE, bootstrap_scores
 from tasks.merge.plan import plan_merge
 from tasks.merge.writer import write_model
 from tasks.select import best_candidate, fitness_of, task_scores
-from tasks.workbench import Workbench
+from tasks.workbench import Workbench, search_torch_threads
 
 console = Console(stderr=True)
 
@@ -78,6 +82,8 @@ class SearchContext:
     workbench: Workbench
     evaluator: Evaluator
     tracker: SearchTracker
+    tracking: TrackingQueue
+    """Every MLflow call after the search run exists goes through it, in order."""
     parent_hashes: dict[str, str]
     evaluation_key: str
     task_order: list[str]
@@ -113,6 +119,20 @@ def _evaluate_candidate(
     record.seconds = time.perf_counter() - started
 
 
+def check_search_inputs(
+    config_path: str, output_dir: str | None, resume: bool
+) -> tuple[SearchConfig, Path, Checkpoint | None]:
+    """The config, the output directory and its checkpoint, or the error a user must fix first (a bad config,
+    a directory holding another search, `--resume` with nothing to resume). Runs before anything is written;
+    the CLI calls it before starting the flow, so these errors come without a Prefect traceback."""
+    config = load_search_config(config_path)
+    out = Path(output_dir or config.output_dir or runs_dir() / config.name).resolve()
+    checkpoint = load_checkpoint(out, config)
+    if resume and checkpoint is None:
+        raise EvomergeError(f"{out}: nothing to resume (no checkpoint); run without --resume to start")
+    return config, out, checkpoint
+
+
 @flow(name="evomerge-search", log_prints=False)
 def search(
     config_path: str, output_dir: str | None = None, zoo_dir: str | None = None, resume: bool = False
@@ -120,11 +140,7 @@ def search(
     """Breed a child from the parents in `config_path`; returns the summary written to `summary.json`.
 
     An output directory holding a checkpoint of the same search is resumed; `resume=True` insists on it."""
-    config = load_search_config(config_path)
-    out = Path(output_dir or config.output_dir or runs_dir() / config.name).resolve()
-    checkpoint = load_checkpoint(out, config)
-    if resume and checkpoint is None:
-        raise EvomergeError(f"{out}: nothing to resume (no checkpoint); run without --resume to start")
+    config, out, checkpoint = check_search_inputs(config_path, output_dir, resume)
     out.mkdir(parents=True, exist_ok=True)
     genome = config.genome()
     base_dir = str(Path(config_path).resolve().parent)
@@ -150,13 +166,16 @@ def search(
         run_name=f"{config.name}-seed{config.seed}",
         resume_run_id=checkpoint.mlflow_run_id if checkpoint else None,
     )
+    workbench = Workbench(paths, reference=config.recipe.get("base_model") or references[0])
+    torch.set_num_threads(search_torch_threads(workbench.parameter_count(), _requested_threads()))
     context = SearchContext(
         config=config,
         genome=genome,
         out=out,
-        workbench=Workbench(paths, reference=config.recipe.get("base_model") or references[0]),
+        workbench=workbench,
         evaluator=evaluator,
         tracker=tracker,
+        tracking=TrackingQueue(console),
         parent_hashes=parent_hashes,
         evaluation_key=evaluation.sha256(),
         task_order=list(config.evaluation.tasks),
@@ -168,12 +187,12 @@ def search(
             state = SearchState()
         else:
             state = SearchState(read_candidate_log(out))
-            recorded = {record.mlflow_run_id for record in state.records if record.mlflow_run_id}
-            dropped = tracker.drop_unrecorded_candidates(recorded)
+            context.tracking.submit(
+                "sync candidates.jsonl to MLflow", partial(_sync_candidates, context, list(state.records))
+            )
             console.print(
                 f"resuming {out} at generation {checkpoint.algorithm.generation}: "
                 f"{state.evaluations} candidates already evaluated"
-                + (f", {dropped} unrecorded MLflow run(s) dropped" if dropped else "")
             )
         if checkpoint.stop_reason is None:
             checkpoint.stop_reason = _run_generations(context, checkpoint, state)
@@ -182,34 +201,71 @@ def search(
         ok = True
         return summary
     finally:
-        tracker.finish(ok)
+        context.tracking.submit("end the search run", partial(tracker.finish, ok))
+        _close_tracking(context)
+
+
+MLFLOW_WAIT_SECONDS = 60.0
+"""How long a search that has ended waits for MLflow to take what is still queued (`EVOMERGE_MLFLOW_WAIT`)."""
+
+
+def _requested_threads() -> int | None:
+    value = os.environ.get("EVOMERGE_TORCH_THREADS")
+    return int(value) if value else None
+
+
+def _sync_candidates(context: SearchContext, records: list[CandidateRecord]) -> None:
+    """Log the candidates that candidates.jsonl holds and MLflow lacks (after a kill or an MLflow outage)."""
+    missing, dropped = context.tracker.reconcile(records)
+    for record in missing:
+        context.tracker.log_candidate(record, context.parent_hashes)
+    if missing or dropped:
+        console.print(
+            f"MLflow: {len(missing)} candidate(s) synced from candidates.jsonl, {dropped} stale run(s) dropped"
+        )
+
+
+def _close_tracking(context: SearchContext) -> None:
+    left = context.tracking.close(float(os.environ.get("EVOMERGE_MLFLOW_WAIT", MLFLOW_WAIT_SECONDS)))
+    if left:
+        console.print(
+            f"[yellow]MLflow ({context.tracker.uri}) did not take {len(left)} call(s): {', '.join(left[:5])}"
+            + (" ..." if len(left) > 5 else "")
+            + f".[/] Nothing is lost: rerun the same command on {context.out} when MLflow is reachable to sync them."
+        )
 
 
 def _start(context: SearchContext, config_path: str, references: list[str]) -> Checkpoint:
     """A new search: log its config, score the parents, and checkpoint the untouched algorithm."""
     config = context.config
-    context.tracker.log_search(
-        Path(config_path).read_text(),
-        params={
-            "seed": config.seed,
-            "algorithm": config.algorithm.name,
-            "genome_size": context.genome.size,
-            "tasks": ",".join(config.evaluation.tasks),
-            "output_dir": str(context.out),
-        },
-        tags={
-            "prefect.flow_run_id": str(flow_run.get_id() or ""),
-            "search.name": config.name,
-            "evaluation_key": context.evaluation_key,
-            **{f"parent_model_sha256/{ref}": digest for ref, digest in context.parent_hashes.items()},
-        },
+    context.tracking.submit(
+        "log the search's config",
+        partial(
+            context.tracker.log_search,
+            Path(config_path).read_text(),
+            params={
+                "seed": config.seed,
+                "algorithm": config.algorithm.name,
+                "genome_size": context.genome.size,
+                "tasks": ",".join(config.evaluation.tasks),
+                "output_dir": str(context.out),
+            },
+            tags={
+                "prefect.flow_run_id": str(flow_run.get_id() or ""),
+                "search.name": config.name,
+                "evaluation_key": context.evaluation_key,
+                "config_dir": str(Path(config_path).resolve().parent),
+                **library_tags(),
+                **{f"parent_model_sha256/{ref}": digest for ref, digest in context.parent_hashes.items()},
+            },
+        ),
     )
     parents: dict[str, dict[str, float]] = {}
     for ref in references:
         stages.merge(context.workbench, None, parent=ref)
         scores = stages.evaluate(context.workbench, context.evaluator)
         parents[ref] = task_scores(scores, config.evaluation.metric, context.task_order)
-        context.tracker.log_parent_scores(ref, parents[ref])
+        context.tracking.submit(f"parent {ref} scores", partial(context.tracker.log_parent_scores, ref, parents[ref]))
         console.print(f"parent {ref}: " + ", ".join(f"{t} {v:.3f}" for t, v in parents[ref].items()))
     (context.out / CANDIDATES_NAME).write_text("")
     checkpoint = Checkpoint(
@@ -270,17 +326,18 @@ def _score(context: SearchContext, state: SearchState, individual: Individual, g
             origin=individual.origin,
         )
         _evaluate_candidate(record, context.workbench, context.evaluator, context.config)
-        record.mlflow_run_id = context.tracker.log_candidate(record, context.parent_hashes)
-        fault_point("record")
         append_candidate(context.out, record)
         state.add(record)
+        context.tracking.submit(
+            f"candidate {record.candidate_id}", partial(context.tracker.log_candidate, record, context.parent_hashes)
+        )
     individual.candidate_id = record.candidate_id
     individual.fitness = record.fitness if record.fitness is not None else 0.0
     individual.objectives = context.objectives(record)
 
 
 def _generation_stats(generation: int, state: SearchState, individuals: list[Individual]) -> GenerationStats:
-    best = stages.select(state.records)
+    best = best_candidate(state.records)  # the pure function: the select task serialises every record
     return GenerationStats(
         generation=generation,
         evaluations=state.evaluations,
@@ -314,7 +371,17 @@ def _finish(context: SearchContext, checkpoint: Checkpoint, state: SearchState) 
     written = write_model(context.workbench.plan(best.recipe), best_dir, force=True)
     if written != best.tensors_sha256:
         raise EvomergeError(f"the winner written to {best_dir} differs from the evaluated tensors")
-    context.tracker.log_best(best)
+    context.tracking.submit("log the winner", partial(context.tracker.log_best, best))
+    registry_name = config.registry_name()
+    if registry_name:
+        description = (
+            f"{best.candidate_id} of search {config.name!r} (seed {config.seed}, {config.algorithm.name}): "
+            f"fitness {best.fitness:.4f} on {', '.join(context.task_order)}.\n\nRecipe:\n\n{best.recipe.to_yaml()}"
+        )
+        context.tracking.submit(
+            f"register the winner as {registry_name!r}",
+            partial(context.tracker.register_winner, registry_name, best, best_dir, description),
+        )
     summary = {
         "search": config.name,
         "seed": config.seed,
@@ -338,6 +405,7 @@ def _finish(context: SearchContext, checkpoint: Checkpoint, state: SearchState) 
             for ind in checkpoint.algorithm.best()
         ],
         "mlflow_run_id": context.tracker.run_id,
+        "registered_model": config.registry_name(),
         "mlflow_tracking_uri": context.tracker.uri,
         "prefect_flow_run_id": str(flow_run.get_id() or ""),
         "prefect_flow_run_name": str(flow_run.get_name() or ""),
@@ -349,7 +417,7 @@ def _finish(context: SearchContext, checkpoint: Checkpoint, state: SearchState) 
         summary["held_out"] = held_out
     write_json_atomically(context.out / "summary.json", summary)
     for artifact in [context.out / "summary.json", context.out / CANDIDATES_NAME, *_plots(context, checkpoint, state)]:
-        context.tracker.log_artifact(artifact)
+        context.tracking.submit(f"artifact {artifact.name}", partial(context.tracker.log_artifact, artifact))
     return summary
 
 
@@ -391,7 +459,10 @@ def _held_out(
         items = context.workbench_items(evaluator, tasks)
         scores = bootstrap_scores(items, seed=config.seed).to_json()
         models[name] = scores
-        context.tracker.log_held_out(name, {**scores["tasks"], "mean": scores["mean"]})
+        context.tracking.submit(
+            f"held-out scores of {name}",
+            partial(context.tracker.log_held_out, name, {**scores["tasks"], "mean": scores["mean"]}),
+        )
     return {"tasks": tasks, "confidence": CONFIDENCE, "bootstrap_iterations": BOOTSTRAP_ITERATIONS, "models": models}
 
 

@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from flows.paths import default_mlflow_dir, evomerge_version
 from tasks.candidate import CandidateRecord
+from tasks.faults import fault_point
 
 MAX_PARAM_LENGTH = 6000
 
@@ -36,8 +37,46 @@ def ui_command(uri: str) -> str:
     return f"browse to {uri} (the MLflow server's UI)"
 
 
+LIBRARIES = ("torch", "transformers", "safetensors", "lm_eval", "prefect", "mlflow", "deap", "numpy")
+
+
+def library_tags() -> dict[str, str]:
+    """`library/<name>` -> installed version, plus Python's: what a candidate needs to be rebuilt exactly."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    tags = {"library/python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            tags[f"library/{name}"] = version(name.replace("_", "-"))
+        except PackageNotFoundError:
+            continue
+    return tags
+
+
 def _metric_key(task: str, metric: str) -> str:
     return f"{task}/{metric}".replace(",", "_")
+
+
+TERMINATED = ("FINISHED", "FAILED")
+
+
+def reconcile_candidate_runs(
+    runs: list[tuple[str, str | None, str]], keys: set[str]
+) -> tuple[dict[str, str], list[str]]:
+    """Runs as (run id, candidate key, status), oldest first -> (key -> the one run kept, runs to delete).
+
+    A key keeps its oldest terminated run (a failed candidate's run is terminated as FAILED); a run still
+    RUNNING was cut short mid-logging, and a run whose key the log lacks belongs to a candidate that will be
+    evaluated again: both are deleted, so the candidate ends with exactly one run."""
+    kept: dict[str, str] = {}
+    dropped: list[str] = []
+    for run_id, key, status in runs:
+        if key is not None and key in keys and key not in kept and status in TERMINATED:
+            kept[key] = run_id
+        else:
+            dropped.append(run_id)
+    return kept, dropped
 
 
 class SearchTracker:
@@ -71,16 +110,19 @@ class SearchTracker:
             )
         )
 
-    def drop_unrecorded_candidates(self, recorded_run_ids: set[str]) -> int:
-        """Delete the nested runs that candidates.jsonl does not hold (a kill between logging a candidate and
-        recording it, or mid-logging): the candidate is evaluated again and logged once, so MLflow keeps
-        exactly one nested run per candidate key. Returns how many were dropped."""
-        dropped = 0
-        for run in self.candidate_runs():
-            if run.info.run_id not in recorded_run_ids:
-                self.client.delete_run(run.info.run_id)
-                dropped += 1
-        return dropped
+    def reconcile(self, records: list[CandidateRecord]) -> tuple[list[CandidateRecord], int]:
+        """Bring the nested runs in line with candidates.jsonl, the search's record: per candidate key keep one
+        finished run and delete the rest (duplicates, runs cut short by a kill, runs of candidates the log
+        does not hold, which will be evaluated again). Returns the records that have no run yet and how
+        many runs were deleted."""
+        runs = sorted(self.candidate_runs(), key=lambda run: run.info.start_time or 0)
+        kept, dropped = reconcile_candidate_runs(
+            [(run.info.run_id, run.data.tags.get("candidate_key"), run.info.status) for run in runs],
+            {record.key for record in records},
+        )
+        for run_id in dropped:
+            self.client.delete_run(run_id)
+        return [record for record in records if record.key not in kept], len(dropped)
 
     def log_search(self, config_text: str, params: dict[str, Any], tags: dict[str, str]) -> None:
         self.client.log_text(self.run_id, config_text, "search.yaml")
@@ -98,9 +140,12 @@ class SearchTracker:
     def log_candidate(self, record: CandidateRecord, parent_hashes: dict[str, str]) -> str:
         """A finished nested run holding the candidate's genes, scores, recipe and lineage."""
         run = self.client.create_run(
-            self.experiment_id, run_name=record.candidate_id, tags={"mlflow.parentRunId": self.run_id}
+            self.experiment_id,
+            run_name=record.candidate_id,
+            tags={"mlflow.parentRunId": self.run_id, "candidate_key": record.key},
         )
         run_id = run.info.run_id
+        fault_point("record")
         now = int(time.time() * 1000)
         metrics = [
             Metric(_metric_key(task, name), value, now, 0)
@@ -113,7 +158,6 @@ class SearchTracker:
         tags = {
             "generation": str(record.generation),
             "candidate_id": record.candidate_id,
-            "candidate_key": record.key,
             "genetic_parents": ",".join(record.genetic_parents),
             "origin": record.origin,
             "recipe_sha256": record.recipe.sha256(),
@@ -152,6 +196,39 @@ class SearchTracker:
             ],
         )
         self.client.log_text(self.run_id, record.recipe.to_yaml(), "best/recipe.yaml")
+
+    def register_winner(self, name: str, record: CandidateRecord, model_dir: Path, description: str) -> str:
+        """The winner as a version of registered model `name`: its files logged under the search run
+        (`best/model`), its recipe and scores in the description and tags. Idempotent per search run and
+        candidate (the queue may retry it, a rerun of a finished search calls it again). Returns the version."""
+        from mlflow.exceptions import MlflowException
+
+        existing = [
+            version
+            for version in self.client.search_model_versions(f"name = '{name}' and run_id = '{self.run_id}'")
+            if version.tags.get("candidate_key") == record.key
+        ]
+        if existing:
+            return str(existing[0].version)
+        self.client.log_artifacts(self.run_id, str(model_dir), "best/model")
+        try:
+            self.client.create_registered_model(name, description="children bred by evomerge searches")
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        tags = {
+            "candidate_id": record.candidate_id,
+            "candidate_key": record.key,
+            "recipe_sha256": record.recipe.sha256(),
+            "tensors_sha256": record.tensors_sha256 or "",
+            "fitness": f"{record.fitness:.6f}" if record.fitness is not None else "",
+            **{_metric_key(t, m): f"{v:.6f}" for t, s in record.scores.items() for m, v in s.items()},
+        }
+        artifact_uri = self.client.get_run(self.run_id).info.artifact_uri
+        version = self.client.create_model_version(
+            name, source=f"{artifact_uri}/best/model", run_id=self.run_id, tags=tags, description=description
+        )
+        return str(version.version)
 
     def log_held_out(self, name: str, scores: dict[str, dict[str, float]]) -> None:
         """`held_out/<model>/<task or mean>` with its bootstrap interval as `.../low` and `.../high`."""

@@ -21,7 +21,8 @@ class EvaluationSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     tasks: list[str] = Field(min_length=1)
     limit: int | None = Field(default=None, ge=1)
-    batch_size: int = Field(default=64, ge=1)
+    batch_size: int = Field(default=256, ge=1)
+    """Prompts generated together (see EvaluationConfig.batch_size); scores do not depend on it."""
     metric: str = "exact_match"
     held_out_tasks: list[str] | None = None
     """The test split of each task, in the same order, scored only for the final report (parents and
@@ -152,6 +153,13 @@ class SearchConfig(BaseModel):
     algorithm: AlgorithmSettings = GeneticAlgorithmSettings()
     budget: BudgetSettings = BudgetSettings()
     output_dir: str | None = None
+    registered_model: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]*$")
+    """The MLflow Model Registry name the winner is registered under; default: the search's `name`;
+    "" registers nothing."""
+
+    def registry_name(self) -> str | None:
+        name = self.name if self.registered_model is None else self.registered_model
+        return name or None
 
     @field_validator("algorithm", mode="before")
     @classmethod

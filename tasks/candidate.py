@@ -36,7 +36,6 @@ class CandidateRecord:
     tensors_sha256: str | None = None
     error: str | None = None
     seconds: float = 0.0
-    mlflow_run_id: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -46,7 +45,7 @@ class CandidateRecord:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CandidateRecord:
-        fields = dict(data)
+        fields = {name: value for name, value in data.items() if name in cls.__dataclass_fields__}
         fields["recipe"] = parse_recipe(fields["recipe"], f"candidate {fields.get('candidate_id')}")
         fields["genetic_parents"] = tuple(fields.get("genetic_parents") or ())
         return cls(**fields)

@@ -3,8 +3,9 @@
 lm-eval's `simple_evaluate` rebuilds the task manager, the tasks and the model wrapper on every call
 (~0.7 s of fixed cost, more than scoring a zoo model takes). An `Evaluator` pays for the tasks once and
 reuses an HFLM wrapper per model object, because a search overwrites one model's weights in place between
-candidates; each call then only runs `lm_eval.evaluator.evaluate`, which rebuilds the task instances, so
-nothing of one candidate's answers leaks into the next candidate's scores.
+candidates; each call then only runs `lm_eval.evaluator.evaluate` on fresh request objects, so nothing of
+one candidate's answers leaks into the next candidate's scores. Requests and prompt tokenizations are built
+once per search (tasks/lm_eval_reuse.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tasks.errors import EvaluationError
+from tasks.lm_eval_reuse import memoizing_hflm, reuse_task_inputs
 
 if TYPE_CHECKING:
     from lm_eval.models.huggingface import HFLM
@@ -146,6 +148,8 @@ class Evaluator:
         except Exception as error:  # lm-eval raises bare exceptions for broken YAML or data
             raise EvaluationError(f"could not load lm-eval tasks {list(self.config.tasks)}: {error}") from error
         self._leaf_tasks = tuple(_leaf_task_names(self._task_dict))
+        for task in _leaf_task_objects(self._task_dict):
+            reuse_task_inputs(task)
 
     @property
     def task_names(self) -> tuple[str, ...]:
@@ -192,7 +196,6 @@ class Evaluator:
 
     def _wrapper_for(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> HFLM:
         import torch
-        from lm_eval.models.huggingface import HFLM
 
         for cached in self._wrappers:
             if cached.model is model and cached.tokenizer is tokenizer:
@@ -201,7 +204,7 @@ class Evaluator:
             raise EvaluationError(
                 f"model is on {model.device}, but the evaluation config says device={self.config.device!r}"
             )
-        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=self.config.batch_size)
+        lm = memoizing_hflm(model, tokenizer, self.config.batch_size)
         self._wrappers = [_CachedWrapper(model, tokenizer, lm), *self._wrappers][:_CACHED_WRAPPERS]
         return lm
 
@@ -226,6 +229,13 @@ def _leaf_task_names(task_dict: dict[Any, Any]) -> list[str]:
         else:
             names.append(key if isinstance(key, str) else key.group_name)
     return names
+
+
+def _leaf_task_objects(task_dict: dict[Any, Any]) -> list[Any]:
+    tasks: list[Any] = []
+    for value in task_dict.values():
+        tasks.extend(_leaf_task_objects(value) if isinstance(value, dict) else [value])
+    return tasks
 
 
 def available_tasks(include_path: Path = DEFAULT_INCLUDE_PATH) -> set[str]:

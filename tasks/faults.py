@@ -3,9 +3,9 @@
 `EVOMERGE_FAULT="kill:evaluate:3"` sends SIGKILL to this process the 3rd time it reaches the `evaluate`
 point (a kill -9 at a chosen moment, with no chance to clean up); `raise:evaluate:1` raises an
 `EvaluationError` there instead (a stage that fails). Several faults are separated by commas. Points:
-`merge` and `evaluate` (as a candidate's stage starts), `record` (after the candidate's MLflow run is logged,
-before its line is appended to candidates.jsonl) and `checkpoint` (after the new checkpoint is written,
-before it replaces the old one).
+`merge` and `evaluate` (as a candidate's stage starts), `record` (in the middle of logging a candidate to
+MLflow, after its line is in candidates.jsonl: its nested run exists but is unfinished) and `checkpoint`
+(after the new checkpoint is written, before it replaces the old one).
 """
 
 from __future__ import annotations

@@ -118,6 +118,9 @@ class ModelSource:
         if not self.path.is_dir():
             raise ModelMismatchError(f"model {reference!r}: {self.path} is not a directory")
         self._handles: dict[Path, Any] = {}
+        self.resident = False
+        """Keep read pages mapped (`release` does nothing): for a workbench that reads every tensor again
+        for each candidate, where dropping and faulting the pages back in costs more than the merge."""
 
     @cached_property
     def config(self) -> dict[str, Any]:
@@ -173,6 +176,8 @@ class ModelSource:
     def release(self, name: str) -> None:
         """Drop the pages of tensor `name` from this process (they stay in the page cache). A view still in
         use stays valid: touching it again maps the same file data back in."""
+        if self.resident:
+            return
         info = self.tensors.get(name)
         mapping = self._handles.get(info.file) if info is not None else None
         if info is None or not isinstance(mapping, mmap.mmap) or not hasattr(mapping, "madvise"):

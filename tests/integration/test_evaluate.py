@@ -111,3 +111,34 @@ def test_errors_are_evaluation_errors(tmp_path: Path) -> None:
         Evaluator(EvaluationConfig(tasks=("evomerge_add",), include_path=tmp_path / "missing"))
     with pytest.raises(EvaluationError, match="not a model directory"):
         evaluate_model_dir(tmp_path, EvaluationConfig(tasks=SEARCH_TASKS))
+
+
+def test_memoized_requests_and_tokens_give_what_plain_lm_eval_gives(
+    evaluator: Evaluator, zoo_dir: Path, manifest: ZooManifest
+) -> None:
+    """The Evaluator builds each task's requests and tokenizes each prompt once (tasks/lm_eval_reuse.py);
+    after the model's weights change in place, its per-prompt results must equal those of lm-eval run
+    plainly (fresh tasks, a plain HFLM) on the same weights."""
+    from lm_eval.evaluator import evaluate
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager, get_task_dict
+
+    model, tokenizer = _load(zoo_dir, "add")
+    evaluator.item_scores(model, tokenizer, "exact_match")  # requests and tokens memoized on the add weights
+    model.load_state_dict(_load(zoo_dir, "sort")[0].state_dict())
+    ours = evaluator.item_scores(model, tokenizer, "exact_match")
+
+    manager = TaskManager(include_path=str(evaluator.config.include_path), include_defaults=False)
+    plain = evaluate(
+        lm=HFLM(pretrained=model, tokenizer=tokenizer, batch_size=evaluator.config.batch_size),
+        task_dict=get_task_dict(list(SEARCH_TASKS), manager),
+        bootstrap_iters=0,
+        log_samples=True,
+    )
+    assert plain is not None
+    for task in SEARCH_TASKS:
+        samples = sorted(plain["samples"][task], key=lambda sample: sample["doc_id"])
+        assert ours[task] == [float(sample["exact_match"]) for sample in samples]
+    skill_accuracy = manifest.models["sort"].accuracy
+    assert sum(ours["evomerge_sort"]) / len(ours["evomerge_sort"]) == skill_accuracy["sort"]
+    assert sum(ours["evomerge_add"]) / len(ours["evomerge_add"]) == skill_accuracy["add"]

@@ -17,6 +17,7 @@ import signal
 import subprocess
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cli_runner import ROOT, ZOO_TWO_EXPERTS, search_command, search_env, write_search
@@ -60,16 +61,20 @@ def run_search(work: Path, zoo_dir: Path, fault: str | None) -> subprocess.Compl
     )
 
 
+def nested_runs(work: Path) -> list[Any]:
+    """The candidates' runs under the search's run (the only search in this store)."""
+    client = MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
+    runs = client.search_runs(
+        [experiment.experiment_id for experiment in client.search_experiments()], max_results=5000
+    )
+    return [run for run in runs if "mlflow.parentRunId" in run.data.tags]
+
+
 def finished_state(work: Path) -> dict[str, object]:
     summary = json.loads((work / "out" / "summary.json").read_text())
     records = [json.loads(line) for line in (work / "out" / "candidates.jsonl").read_text().splitlines()]
-    client = MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
-    parent = client.get_run(summary["mlflow_run_id"])
-    runs = client.search_runs(
-        [parent.info.experiment_id],
-        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
-        max_results=1000,
-    )
+    runs = nested_runs(work)
+    assert {run.data.tags["mlflow.parentRunId"] for run in runs} == {summary["mlflow_run_id"]}
     return {"summary": summary, "records": records, "runs": runs}
 
 
@@ -81,14 +86,12 @@ def searches(zoo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
         write_search(work, CONFIG)
     result = run_search(straight, zoo_dir, None)
     assert result.returncode == 0, result.stdout + result.stderr
-    resumed_output = ""
     for fault in KILLS:
         result = run_search(killed, zoo_dir, fault)
         assert result.returncode == -signal.SIGKILL, f"{fault} did not kill the search:\n{result.stderr}"
         assert not (killed / "out" / "summary.json").exists()
-        resumed_output += result.stderr
-    # the kill between MLflow and candidates.jsonl left one nested run that the next resume dropped
-    assert "1 unrecorded MLflow run(s) dropped" in resumed_output
+        if fault.startswith("kill:record"):  # killed mid-logging: a nested run was left unfinished
+            assert "RUNNING" in {run.info.status for run in nested_runs(killed)}
     result = run_search(killed, zoo_dir, None)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "resuming" in result.stderr
@@ -124,7 +127,6 @@ def test_mlflow_holds_one_finished_run_per_candidate_key(searches: dict[str, dic
         per_key = Counter(run.data.tags["candidate_key"] for run in runs)
         assert per_key == Counter(record["key"] for record in records), name
         assert {run.info.status for run in runs} == {"FINISHED"}, name
-        assert {run.info.run_id for run in runs} == {record["mlflow_run_id"] for record in records}, name
 
 
 def test_rerunning_a_finished_search_evaluates_nothing(
