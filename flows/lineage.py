@@ -15,6 +15,7 @@ from typing import Any
 from mlflow.tracking import MlflowClient
 from rich.tree import Tree
 
+from flows.tracking import nested_runs
 from tasks.errors import EvomergeError
 
 PARENT_MODEL_TAG = "parent_model_sha256/"
@@ -77,11 +78,7 @@ def read_lineage(client: MlflowClient, run_id: str) -> Lineage:
         raise EvomergeError(f"MLflow run {run_id!r} not found in {client.tracking_uri}: {error}") from None
     search_run_id = run.data.tags.get("mlflow.parentRunId")
     search_run = client.get_run(search_run_id) if search_run_id else run
-    members = client.search_runs(
-        [search_run.info.experiment_id],
-        filter_string=f"tags.mlflow.parentRunId = '{search_run.info.run_id}'",
-        max_results=50_000,
-    )
+    members = nested_runs(client, search_run.info.experiment_id, search_run.info.run_id)
     by_id = {node.candidate_id: node for node in map(_node, members)}
     if search_run_id:
         candidate = _node(run)

@@ -11,6 +11,7 @@ parents and evaluation were already scored is never evaluated again.
 from __future__ import annotations
 
 import os
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -52,7 +53,9 @@ from tasks.merge.writer import write_model
 from tasks.select import best_candidate, fitness_of, task_scores
 from tasks.workbench import Workbench, search_torch_threads
 
-console = Console(stderr=True)
+console = Console(file=sys.stderr)
+"""Bound to the stream stderr is now: lm-eval's calls swap `sys.stderr` for /dev/null process-wide (to hide
+its bars), and the MLflow thread's messages must not vanish while the main thread is inside one."""
 
 
 @dataclass
@@ -181,10 +184,10 @@ def search(
         task_order=list(config.evaluation.tasks),
     )
     ok = False
+    state = SearchState()
     try:
         if checkpoint is None:
             checkpoint = _start(context, config_path, references)
-            state = SearchState()
         else:
             state = SearchState(read_candidate_log(out))
             context.tracking.submit(
@@ -201,6 +204,10 @@ def search(
         ok = True
         return summary
     finally:
+        # a call cut off mid-way (server lost while answering) may have left a partial or duplicate run
+        context.tracking.submit(
+            "check MLflow against candidates.jsonl", partial(_sync_candidates, context, list(state.records))
+        )
         context.tracking.submit("end the search run", partial(tracker.finish, ok))
         _close_tracking(context)
 

@@ -59,6 +59,24 @@ def _metric_key(task: str, metric: str) -> str:
 
 
 TERMINATED = ("FINISHED", "FAILED")
+PAGE_SIZE = 1000
+
+
+def nested_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list[Any]:
+    """Every run nested under `parent_run_id`, page by page (a server may return fewer runs than asked)."""
+    runs: list[Any] = []
+    token = None
+    while True:
+        page = client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
+            max_results=PAGE_SIZE,
+            page_token=token,
+        )
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
 
 
 def reconcile_candidate_runs(
@@ -102,13 +120,7 @@ class SearchTracker:
             ).info.run_id
 
     def candidate_runs(self) -> list[Any]:
-        return list(
-            self.client.search_runs(
-                [self.experiment_id],
-                filter_string=f"tags.mlflow.parentRunId = '{self.run_id}'",
-                max_results=50_000,
-            )
-        )
+        return nested_runs(self.client, self.experiment_id, self.run_id)
 
     def reconcile(self, records: list[CandidateRecord]) -> tuple[list[CandidateRecord], int]:
         """Bring the nested runs in line with candidates.jsonl, the search's record: per candidate key keep one
