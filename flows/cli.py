@@ -220,6 +220,59 @@ def demo(
     search(DEMO_CONFIG, out, None, resume=False)
 
 
+@app.command()
+def serve(
+    config: Annotated[Path, typer.Argument(help="search YAML the deployment runs")],
+    name: Annotated[str | None, typer.Option(help="deployment name (default: the search's name)")] = None,
+    cron: Annotated[
+        str | None, typer.Option(help='schedule, e.g. "0 2 * * *" (02:00 every night); none: runs on demand')
+    ] = None,
+    timezone: Annotated[str, typer.Option(help="IANA time zone of the schedule and of the night's date")] = "UTC",
+    nightly: Annotated[
+        str, typer.Option(help="continue: one search, resumed each night; new: a new search per night")
+    ] = "continue",
+    evaluations_per_night: Annotated[
+        int | None, typer.Option(help="continue: budget added each night (default: the config's budget)")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="output directory (default: runs/<name>)")] = None,
+    zoo_dir: Annotated[Path | None, typer.Option(help="where zoo:NAME models live")] = None,
+) -> None:
+    """Serve the search as a Prefect deployment (no Docker, no work pool): scheduled runs, runs started
+    from the UI, and retries of failed runs execute in this process until it is stopped. Needs a Prefect
+    server (`make services`, then PREFECT_API_URL)."""
+    from flows.nightly import night_date
+    from flows.search import check_search_inputs
+    from flows.search import search as search_flow
+
+    if not os.environ.get("PREFECT_API_URL"):
+        _fail(EvomergeError("`evomerge serve` needs a Prefect server: run `make services` and export PREFECT_API_URL"))
+    if nightly not in ("continue", "new"):
+        _fail(EvomergeError(f"--nightly {nightly!r}: expected continue or new"))
+    try:
+        loaded, _, _ = check_search_inputs(str(config.resolve()), str(out) if out else None, False)
+        from datetime import UTC, datetime
+
+        night_date(datetime.now(UTC), timezone)  # a bad time zone fails here, not at 02:00
+    except EvomergeError as error:
+        _fail(error)
+    from prefect.schedules import Cron
+
+    search_flow.serve(
+        name=name or loaded.name,
+        schedules=[Cron(cron, timezone=timezone)] if cron else None,
+        parameters={
+            "config_path": str(config.resolve()),
+            "output_dir": str(out.resolve()) if out else None,
+            "zoo_dir": str(zoo_dir.resolve()) if zoo_dir else None,
+            "nightly": nightly,
+            "evaluations_per_night": evaluations_per_night,
+            "timezone": timezone,
+        },
+        description=f"evomerge search {loaded.name} ({nightly}, {cron or 'on demand'} {timezone})",
+        tags=["evomerge"],
+    )
+
+
 def _tracking_client(tracking_uri: str | None) -> MlflowClient:
     from mlflow.tracking import MlflowClient
 

@@ -15,9 +15,10 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from prefect import flow
@@ -26,6 +27,7 @@ from rich.console import Console
 
 from flows import stages
 from flows.live import SearchProgress
+from flows.nightly import NightlyMode, plan_night
 from flows.paths import evomerge_version, runs_dir
 from flows.search_state import (
     CANDIDATES_NAME,
@@ -44,9 +46,10 @@ from genetics.algorithm import make_algorithm
 from genetics.genome import GenomeSpec
 from genetics.individual import Individual
 from genetics.search_config import SearchConfig, load_search_config
-from tasks.candidate import CandidateRecord, candidate_key
-from tasks.errors import EvomergeError
+from tasks.candidate import CandidateRecord, candidate_key, merge_key
+from tasks.errors import EvomergeError, StageFailure
 from tasks.evaluate import EvaluationConfig, Evaluator, available_tasks
+from tasks.faults import set_fault_scope
 from tasks.held_out import BOOTSTRAP_ITERATIONS, CONFIDENCE, bootstrap_scores
 from tasks.merge.plan import plan_merge
 from tasks.merge.writer import write_model
@@ -103,15 +106,27 @@ class SearchContext:
         return tuple(task_scores(record.scores, self.config.evaluation.metric, self.task_order).values())
 
 
-def _evaluate_candidate(
-    record: CandidateRecord, workbench: Workbench, evaluator: Evaluator, config: SearchConfig
-) -> None:
-    """Merge and score one candidate in place; a failure is recorded on the candidate, not raised."""
+def _evaluate_candidate(record: CandidateRecord, context: SearchContext) -> None:
+    """Merge and score one candidate in place; a failure is recorded on the candidate, not raised (except a
+    `StageFailure`, which is the run's, not the candidate's: it fails the flow run for a retry to redo)."""
+    config = context.config
     started = time.perf_counter()
     try:
-        record.tensors_sha256 = stages.merge(workbench, record.recipe)
-        record.scores = stages.evaluate(workbench, evaluator)
+        label = record.candidate_id
+        record.tensors_sha256 = stages.merge(
+            context.workbench, record.recipe, label, key=merge_key(record.recipe, context.parent_hashes)
+        )
+        record.scores = stages.evaluate(
+            context.workbench,
+            context.evaluator,
+            label,
+            record.recipe,
+            key=record.key,
+            tensors_sha256=record.tensors_sha256,
+        )
         record.fitness = fitness_of(record.scores, config.evaluation.metric, config.fitness.aggregate)
+    except StageFailure:
+        raise
     except Exception as error:  # noqa: BLE001 - any candidate failure is recorded and the search goes on
         record.status = "failed"
         record.fitness = None
@@ -123,13 +138,30 @@ def _evaluate_candidate(
 
 
 def check_search_inputs(
-    config_path: str, output_dir: str | None, resume: bool
+    config_path: str,
+    output_dir: str | None,
+    resume: bool,
+    nightly: NightlyMode | None = None,
+    evaluations_per_night: int | None = None,
+    timezone: str = "UTC",
 ) -> tuple[SearchConfig, Path, Checkpoint | None]:
     """The config, the output directory and its checkpoint, or the error a user must fix first (a bad config,
     a directory holding another search, `--resume` with nothing to resume). Runs before anything is written;
-    the CLI calls it before starting the flow, so these errors come without a Prefect traceback."""
+    the CLI calls it before starting the flow, so these errors come without a Prefect traceback.
+
+    A scheduled (`nightly`) run gets its night's output directory, seed and budget (flows/nightly.py)."""
     config = load_search_config(config_path)
     out = Path(output_dir or config.output_dir or runs_dir() / config.name).resolve()
+    if nightly is not None:
+        scheduled = flow_run.get_scheduled_start_time() or datetime.now(UTC)
+        night = plan_night(nightly, scheduled, timezone, out, len(read_candidate_log(out)), evaluations_per_night)
+        out = night.output_dir
+        updates: dict[str, Any] = {}
+        if night.seed is not None:
+            updates["seed"] = night.seed
+        if night.max_evaluations is not None:
+            updates["budget"] = config.budget.model_copy(update={"max_evaluations": night.max_evaluations})
+        config = config.model_copy(update=updates)
     checkpoint = load_checkpoint(out, config)
     if resume and checkpoint is None:
         raise EvomergeError(f"{out}: nothing to resume (no checkpoint); run without --resume to start")
@@ -138,12 +170,39 @@ def check_search_inputs(
 
 @flow(name="evomerge-search", log_prints=False)
 def search(
-    config_path: str, output_dir: str | None = None, zoo_dir: str | None = None, resume: bool = False
+    config_path: str,
+    output_dir: str | None = None,
+    zoo_dir: str | None = None,
+    resume: bool = False,
+    nightly: str | None = None,
+    evaluations_per_night: int | None = None,
+    timezone: str = "UTC",
 ) -> dict[str, Any]:
     """Breed a child from the parents in `config_path`; returns the summary written to `summary.json`.
 
-    An output directory holding a checkpoint of the same search is resumed; `resume=True` insists on it."""
-    config, out, checkpoint = check_search_inputs(config_path, output_dir, resume)
+    An output directory holding a checkpoint of the same search is resumed; `resume=True` insists on it.
+    `nightly` is set by a scheduled deployment (`evomerge serve`): "continue" goes on with the same search,
+    `evaluations_per_night` more each night; "new" starts one per night, seeded from the date."""
+    # The body lives in a plain function: a served deployment's runner pickles the flow function by value
+    # with the globals it names, and this module's console (a lock inside) cannot be pickled.
+    # (Parameter types are builtins for the same reason: Prefect validates them where only those are known.)
+    mode = cast(NightlyMode | None, nightly)  # plan_night refuses any other value
+    return run_search(config_path, output_dir, zoo_dir, resume, mode, evaluations_per_night, timezone)
+
+
+def run_search(
+    config_path: str,
+    output_dir: str | None,
+    zoo_dir: str | None,
+    resume: bool,
+    nightly: NightlyMode | None,
+    evaluations_per_night: int | None,
+    timezone: str,
+) -> dict[str, Any]:
+    set_fault_scope(str(flow_run.get_id() or ""))
+    config, out, checkpoint = check_search_inputs(
+        config_path, output_dir, resume, nightly, evaluations_per_night, timezone
+    )
     out.mkdir(parents=True, exist_ok=True)
     genome = config.genome()
     base_dir = str(Path(config_path).resolve().parent)
@@ -197,6 +256,8 @@ def search(
                 f"resuming {out} at generation {checkpoint.algorithm.generation}: "
                 f"{state.evaluations} candidates already evaluated"
             )
+        if _budget_raised(checkpoint, config, state):
+            checkpoint.stop_reason = None  # a search stopped by its budget goes on when given more
         if checkpoint.stop_reason is None:
             checkpoint.stop_reason = _run_generations(context, checkpoint, state)
             save_checkpoint(out, checkpoint)
@@ -214,6 +275,13 @@ def search(
 
 MLFLOW_WAIT_SECONDS = 60.0
 """How long a search that has ended waits for MLflow to take what is still queued (`EVOMERGE_MLFLOW_WAIT`)."""
+
+
+def _budget_raised(checkpoint: Checkpoint, config: SearchConfig, state: SearchState) -> bool:
+    if checkpoint.stop_reason == "max_minutes":
+        return True  # the clock is per run
+    limit = config.budget.max_evaluations
+    return checkpoint.stop_reason == "max_evaluations" and (limit is None or limit > state.evaluations)
 
 
 def _requested_threads() -> int | None:
@@ -269,8 +337,8 @@ def _start(context: SearchContext, config_path: str, references: list[str]) -> C
     )
     parents: dict[str, dict[str, float]] = {}
     for ref in references:
-        stages.merge(context.workbench, None, parent=ref)
-        scores = stages.evaluate(context.workbench, context.evaluator)
+        stages.merge(context.workbench, None, ref, parent=ref)
+        scores = stages.evaluate(context.workbench, context.evaluator, ref)
         parents[ref] = task_scores(scores, config.evaluation.metric, context.task_order)
         context.tracking.submit(f"parent {ref} scores", partial(context.tracker.log_parent_scores, ref, parents[ref]))
         console.print(f"parent {ref}: " + ", ".join(f"{t} {v:.3f}" for t, v in parents[ref].items()))
@@ -332,7 +400,7 @@ def _score(context: SearchContext, state: SearchState, individual: Individual, g
             genetic_parents=individual.genetic_parents,
             origin=individual.origin,
         )
-        _evaluate_candidate(record, context.workbench, context.evaluator, context.config)
+        _evaluate_candidate(record, context)
         append_candidate(context.out, record)
         state.add(record)
         context.tracking.submit(
@@ -462,7 +530,7 @@ def _held_out(
                 shown.append((f"front {record.candidate_id}", record, None))
     models = {}
     for name, record, parent in shown:
-        stages.merge(context.workbench, record.recipe if record else None, parent=parent)
+        stages.merge(context.workbench, record.recipe if record else None, f"held-out {name}", parent=parent)
         items = context.workbench_items(evaluator, tasks)
         scores = bootstrap_scores(items, seed=config.seed).to_json()
         models[name] = scores

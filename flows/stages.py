@@ -1,36 +1,53 @@
 """The pipeline's stages as Prefect tasks: download -> merge -> evaluate -> select.
 
 Each is a thin wrapper over a pure function in `tasks/`; the wrapper adds the task run (visible in the
-Prefect UI, with its state and timing) and nothing else. Stages that act on the in-memory workbench take
-no cache key from their inputs (a live model cannot be hashed meaningfully); content-keyed, persisted
-caching of merges and evaluations is what lets a retried flow run skip finished work (issue 6).
+Prefect UI, named after the candidate or parent, with its state and timing), result persistence and caching,
+and nothing else.
+
+A candidate's merge and evaluation are cached under content keys (`tasks.candidate.merge_key` /
+`candidate_key`: the canonical recipe, the parents' content hashes, the evaluation config), never paths,
+and their results are persisted. A retried flow run (the UI's Retry, `prefect flow-run retry`) therefore
+finds its finished downloads and merges `Cached` and redoes only what had not finished. A cached merge
+leaves the in-memory workbench as it was, so `evaluate` first makes the workbench hold its recipe
+(`Workbench.ensure`, checked against the cached tensors hash). Parents and held-out scoring pass no key
+and are never cached.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.context import TaskRunContext
 
 from tasks.candidate import CandidateRecord
 from tasks.download import ResolvedModel, download_model
-from tasks.evaluate import Evaluator
+from tasks.evaluate import Evaluator, Scores
 from tasks.faults import fault_point
 from tasks.merge.recipe import Recipe
 from tasks.select import best_candidate
 from tasks.workbench import Workbench
 
 
-@task(name="download", cache_policy=NO_CACHE)
+def _content_key(context: TaskRunContext, parameters: dict[str, Any]) -> str | None:
+    """`<task>-<key>` for a call given a content key; None (no caching) for one without."""
+    key = parameters.get("key")
+    return f"{context.task.name}-{key}" if key else None
+
+
+@task(name="download", persist_result=True)
 def download(reference: str, base_dir: str | None = None, zoo_dir: str | None = None) -> ResolvedModel:
     return download_model(
         reference, base_dir=Path(base_dir) if base_dir else None, zoo_dir=Path(zoo_dir) if zoo_dir else None
     )
 
 
-@task(name="merge", cache_policy=NO_CACHE)
-def merge(workbench: Workbench, recipe: Recipe | None, parent: str | None = None) -> str:
+@task(name="merge", task_run_name="merge-{label}", cache_key_fn=_content_key, persist_result=True)
+def merge(
+    workbench: Workbench, recipe: Recipe | None, label: str, key: str | None = None, parent: str | None = None
+) -> str:
     """Load a candidate (or a parent as it is) into the workbench model; returns the tensors' sha256."""
     if parent is not None:
         return workbench.load_parent(parent)
@@ -39,9 +56,20 @@ def merge(workbench: Workbench, recipe: Recipe | None, parent: str | None = None
     return workbench.load_recipe(recipe)
 
 
-@task(name="evaluate", cache_policy=NO_CACHE)
-def evaluate(workbench: Workbench, evaluator: Evaluator) -> dict[str, dict[str, float]]:
+@task(name="evaluate", task_run_name="evaluate-{label}", cache_key_fn=_content_key, persist_result=True)
+def evaluate(
+    workbench: Workbench,
+    evaluator: Evaluator,
+    label: str,
+    recipe: Recipe | None = None,
+    key: str | None = None,
+    tensors_sha256: str | None = None,
+) -> Scores:
+    """Scores of `recipe` (merged into the workbench if its merge came from the cache), or of whatever the
+    workbench holds when no recipe is given."""
     fault_point("evaluate")
+    if recipe is not None:
+        workbench.ensure(recipe, tensors_sha256)
     return evaluator.evaluate(workbench.model, workbench.tokenizer)
 
 

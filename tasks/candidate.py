@@ -10,6 +10,15 @@ from typing import Any, Literal
 from tasks.merge.recipe import Recipe, parse_recipe
 
 
+def merge_key(recipe: Recipe, parent_hashes: dict[str, str]) -> str:
+    """The identity of a merge result: the canonical recipe and the content of the parents it reads."""
+    payload = {
+        "recipe": recipe.canonical_dict(),
+        "parents": {name: parent_hashes[name] for name in sorted(recipe.model_names())},
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def candidate_key(recipe: Recipe, parent_hashes: dict[str, str], evaluation_key: str) -> str:
     """A candidate's identity: its canonical recipe, the content of the parents it reads, and how it is
     scored. Paths play no part, so a moved parent or a renamed output keeps the key."""

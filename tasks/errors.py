@@ -18,3 +18,8 @@ class ModelMismatchError(EvomergeError):
 
 class EvaluationError(EvomergeError):
     """A candidate could not be scored (lm-eval failure, non-finite logits, missing task)."""
+
+
+class StageFailure(EvomergeError):
+    """A failure of the machine or the run, not of the candidate (an injected crash, a lost device): it fails
+    the stage and the flow run, so that a retry redoes the work, instead of recording the candidate as bad."""

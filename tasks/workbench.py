@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from tasks.errors import ModelMismatchError
 from tasks.merge.engine import load_into_model, write_into_model
 from tasks.merge.plan import MergePlan, plan_merge
 from tasks.merge.recipe import Recipe
@@ -28,6 +29,8 @@ class Workbench:
         self.model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(self.paths[reference]).to(device)
         self.model.eval()
         self.tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(self.paths[reference])
+        self.holds: str | None = f"parent:{reference}"
+        """What the live model holds now: a recipe's sha256, or `parent:NAME`."""
 
     def parameter_count(self) -> int:
         return sum(parameter.numel() for parameter in self.model.parameters())
@@ -37,12 +40,30 @@ class Workbench:
 
     def load_recipe(self, recipe: Recipe) -> str:
         """Merge `recipe` into the live model; returns the merged tensors' sha256."""
-        return load_into_model(self.plan(recipe), self.model, self.device)
+        self.holds = None
+        digest = load_into_model(self.plan(recipe), self.model, self.device)
+        self.holds = recipe.sha256()
+        return digest
+
+    def ensure(self, recipe: Recipe, tensors_sha256: str | None = None) -> None:
+        """Make the live model hold `recipe` (its merge may have come from a cache, in another process);
+        a merge that gives other tensors than the ones recorded is an error, never scored."""
+        if self.holds == recipe.sha256():
+            return
+        digest = self.load_recipe(recipe)
+        if tensors_sha256 is not None and digest != tensors_sha256:
+            raise ModelMismatchError(
+                f"merging recipe {recipe.sha256()[:12]} gave tensors {digest[:12]}, the cached merge recorded "
+                f"{tensors_sha256[:12]}: the parents or the merge code changed"
+            )
 
     def load_parent(self, name: str) -> str:
         """Put one parent's own weights in the live model (to score the parents with the same machinery)."""
         source = self.sources[name]
-        return write_into_model(((tensor, source.get(tensor)) for tensor in source.tensors), self.model)
+        self.holds = None
+        digest = write_into_model(((tensor, source.get(tensor)) for tensor in source.tensors), self.model)
+        self.holds = f"parent:{name}"
+        return digest
 
 
 SMALL_MODEL_PARAMETERS = 50_000_000
