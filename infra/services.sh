@@ -30,6 +30,7 @@ wait_for() {  # name url
 start_prefect() {
   if running prefect; then echo "prefect already running (pid $(cat "$STATE/prefect.pid"))"; else
     PREFECT_HOME="$STATE/prefect-home" PREFECT_SERVER_ANALYTICS_ENABLED=false \
+      PREFECT_UI_API_URL="http://127.0.0.1:$PREFECT_PORT/api" \
       setsid "$BIN/prefect" server start --host 127.0.0.1 --port "$PREFECT_PORT" >>"$STATE/prefect.log" 2>&1 &
     echo $! >"$STATE/prefect.pid"
   fi
