@@ -62,6 +62,9 @@ def main() -> None:
     config_path.write_text(yaml.safe_dump(config))
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")
     os.environ.setdefault("EVOMERGE_ZOO_DIR", str(ROOT / "zoo"))
+    # a fresh Prefect home: merges and evaluations are cached by content across runs, and a cached
+    # evaluation would make this measure nothing
+    os.environ["PREFECT_HOME"] = str(work / "prefect")
 
     from transformers.generation.utils import GenerationMixin
 
