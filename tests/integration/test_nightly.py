@@ -150,3 +150,43 @@ def test_prefect_yaml_deploys_the_nightly_search_to_a_process_pool(server: Servi
     fresh = asyncio.run(_deployment("evomerge-search/nightly-demo-fresh"))
     assert fresh.parameters["nightly"] == "new" and not fresh.schedules[0].active
     assert (ROOT / nightly.parameters["config_path"]).is_file()
+
+
+def test_continuing_nights_resume_one_search_with_a_raised_budget(zoo_dir: Path, tmp_path: Path) -> None:
+    """Two nights of `nightly: continue` (the flow as a deployment calls it; embedded Prefect here): the
+    second resumes the first's search in the same directory and MLflow run, 3 evaluations further."""
+    write_search(
+        tmp_path,
+        {
+            "name": "continue-test",
+            "seed": 4,
+            "recipe": ZOO_TWO_EXPERTS,
+            "genes": [{"parameter": "weight", "model": m, "low": 0.0, "high": 1.5} for m in ("zoo:add", "zoo:sort")],
+            "evaluation": {"tasks": ["evomerge_add", "evomerge_sort"], "limit": 20, "held_out_tasks": []},
+            "algorithm": {"population_size": 3, "generations": 20, "elite": 1},
+        },
+    )
+    env = search_env(tmp_path, zoo_dir)
+    night = (
+        "import json, sys; from flows.search import search; "
+        "s = search(sys.argv[1], sys.argv[2], nightly='continue', evaluations_per_night=3); "
+        "print(json.dumps({k: s[k] for k in ('evaluations', 'mlflow_run_id', 'stop_reason', 'seed')}))"
+    )
+    nights = []
+    for _ in range(2):
+        result = subprocess.run(
+            [sys.executable, "-c", night, str(tmp_path / "search.yaml"), str(tmp_path / "out")],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=env,
+            cwd=ROOT,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        nights.append(json.loads(result.stdout.strip().splitlines()[-1]))
+    first, second = nights
+    assert (first["evaluations"], second["evaluations"]) == (3, 6)
+    assert first["stop_reason"] == second["stop_reason"] == "max_evaluations"
+    assert first["mlflow_run_id"] == second["mlflow_run_id"] and first["seed"] == second["seed"] == 4
+    keys = [json.loads(line)["key"] for line in (tmp_path / "out" / "candidates.jsonl").read_text().splitlines()]
+    assert len(keys) == len(set(keys)) == 6
