@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,3 +48,22 @@ class Services:
             "MLFLOW_PORT": str(self.mlflow_port),
         }
         return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=300, env=env)
+
+
+@contextmanager
+def prefect_api(url: str) -> Iterator[None]:
+    """Point this process at the Prefect server `url`: the environment (for subprocesses such as the
+    `prefect` CLI) and Prefect's settings context (for in-process clients: Prefect reads its settings once,
+    so a later change of the environment alone would leave them on the previous server)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    previous = os.environ.get("PREFECT_API_URL")
+    os.environ["PREFECT_API_URL"] = url
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            yield
+    finally:
+        if previous is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = previous

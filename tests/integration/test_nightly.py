@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from cli_runner import EVOMERGE, ROOT, ZOO_TWO_EXPERTS, search_env, write_search
 from mlflow.tracking import MlflowClient
-from services import Services
+from services import Services, prefect_api
 
 from flows.tracking import nested_runs
 
@@ -37,16 +37,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Any:
     finally:
         del os.environ["PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS"]
     assert started.returncode == 0, started.stdout + started.stderr
-    previous = os.environ.get("PREFECT_API_URL")
-    os.environ["PREFECT_API_URL"] = services.prefect_api_url
     try:
-        yield services
+        with prefect_api(services.prefect_api_url):
+            yield services
     finally:
         services.script("stop")
-        if previous is None:
-            os.environ.pop("PREFECT_API_URL", None)
-        else:
-            os.environ["PREFECT_API_URL"] = previous
 
 
 async def _runs_of(deployment_name: str) -> list[Any]:

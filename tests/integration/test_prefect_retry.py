@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 from cli_runner import EVOMERGE, ROOT, ZOO_TWO_EXPERTS, search_env, write_search
-from services import Services
+from services import Services, prefect_api
 
 pytestmark = pytest.mark.integration
 DEPLOYMENT = "evomerge-search/retry-test"
@@ -118,19 +118,14 @@ def served(zoo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
         cwd=ROOT,
         start_new_session=True,
     )
-    previous = os.environ.get("PREFECT_API_URL")
-    os.environ["PREFECT_API_URL"] = services.prefect_api_url
     try:
-        yield work
+        with prefect_api(services.prefect_api_url):
+            yield work
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(serve.pid, signal.SIGTERM)
         serve.wait(timeout=60)
         services.script("stop")
-        if previous is None:
-            os.environ.pop("PREFECT_API_URL", None)
-        else:
-            os.environ["PREFECT_API_URL"] = previous
 
 
 def _fail_then_retry(work: Path, name: str, retry: str, config: str) -> tuple[Any, list[Any]]:
