@@ -9,7 +9,9 @@ machine that reaches the tracking server, long after the run's output directory 
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from mlflow.tracking import MlflowClient
@@ -113,9 +115,6 @@ def read_lineage(client: MlflowClient, run_id: str) -> Lineage:
 
 
 def _text_artifact(client: MlflowClient, run_id: str, path: str) -> str:
-    import tempfile
-    from pathlib import Path
-
     with tempfile.TemporaryDirectory() as directory:
         try:
             local = client.download_artifacts(run_id, path, directory)

@@ -149,7 +149,7 @@ class SearchTracker:
         metrics = [Metric(f"parent/{name}/{task}", value, now, 0) for task, value in scores.items()]
         self.client.log_batch(self.run_id, metrics=metrics)
 
-    def log_candidate(self, record: CandidateRecord, parent_hashes: dict[str, str]) -> str:
+    def log_candidate(self, record: CandidateRecord, parent_hashes: dict[str, str]) -> None:
         """A finished nested run holding the candidate's genes, scores, recipe and lineage."""
         run = self.client.create_run(
             self.experiment_id,
@@ -188,7 +188,6 @@ class SearchTracker:
         )
         self.client.log_text(run_id, record.recipe.to_yaml(), "recipe.yaml")
         self.client.set_terminated(run_id, "FINISHED" if record.status == "ok" else "FAILED")
-        return run_id
 
     def log_artifact(self, path: Path) -> None:
         self.client.log_artifact(self.run_id, str(path))

@@ -33,6 +33,25 @@ ZOO_TWO_EXPERTS = {
 """The recipe template the integration searches breed from: the zoo's add and sort experts on its base."""
 
 
+def two_expert_search(
+    name: str, seed: int, algorithm: dict[str, object], limit: int, held_out: bool = True, **extra: object
+) -> dict[str, object]:
+    """A small search config on ZOO_TWO_EXPERTS: one weight in [0, 1.5] per expert, both skills scored on
+    their first `limit` prompts; `held_out=False` skips the held-out report; `extra` adds top-level keys."""
+    evaluation: dict[str, object] = {"tasks": ["evomerge_add", "evomerge_sort"], "limit": limit}
+    if not held_out:
+        evaluation["held_out_tasks"] = []
+    return {
+        "name": name,
+        "seed": seed,
+        "recipe": ZOO_TWO_EXPERTS,
+        "genes": [{"parameter": "weight", "model": m, "low": 0.0, "high": 1.5} for m in ("zoo:add", "zoo:sort")],
+        "evaluation": evaluation,
+        "algorithm": algorithm,
+        **extra,
+    }
+
+
 def write_search(work: Path, config: dict[str, object]) -> None:
     """`work/search.yaml`: the config `search_command(work)` runs."""
     (work / "search.yaml").write_text(yaml.safe_dump(config))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_runner import EVOMERGE, ROOT, ZOO_TWO_EXPERTS, run_search, search_env, write_search
+from cli_runner import EVOMERGE, ROOT, run_search, search_env, two_expert_search, write_search
 from mlflow.tracking import MlflowClient
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
@@ -28,17 +28,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def search(zoo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     work = tmp_path_factory.mktemp("lineage")
-    write_search(
-        work,
-        {
-            "name": "lineage-test",
-            "seed": 5,
-            "recipe": ZOO_TWO_EXPERTS,
-            "genes": [{"parameter": "weight", "model": m, "low": 0.0, "high": 1.5} for m in ("zoo:add", "zoo:sort")],
-            "evaluation": {"tasks": ["evomerge_add", "evomerge_sort"], "limit": 40, "held_out_tasks": []},
-            "algorithm": {"population_size": 4, "generations": 3, "elite": 1},
-        },
-    )
+    algorithm = {"population_size": 4, "generations": 3, "elite": 1}
+    write_search(work, two_expert_search("lineage-test", 5, algorithm, limit=40, held_out=False))
     result = run_search(work, zoo_dir)
     assert result.returncode == 0, result.stdout + result.stderr
     summary = json.loads((work / "out" / "summary.json").read_text())

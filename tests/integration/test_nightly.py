@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_runner import EVOMERGE, ROOT, ZOO_TWO_EXPERTS, search_env, write_search
+from cli_runner import EVOMERGE, ROOT, search_env, two_expert_search, write_search
 from mlflow.tracking import MlflowClient
 from services import Services, prefect_api
 
@@ -64,17 +64,8 @@ async def _deployment(name: str) -> Any:
 def test_a_scheduled_night_completes_and_leaves_its_candidates_in_mlflow(
     server: Services, zoo_dir: Path, tmp_path: Path
 ) -> None:
-    write_search(
-        tmp_path,
-        {
-            "name": "nightly-test",
-            "seed": 0,
-            "recipe": ZOO_TWO_EXPERTS,
-            "genes": [{"parameter": "weight", "model": m, "low": 0.0, "high": 1.5} for m in ("zoo:add", "zoo:sort")],
-            "evaluation": {"tasks": ["evomerge_add", "evomerge_sort"], "limit": 20, "held_out_tasks": []},
-            "algorithm": {"population_size": 4, "generations": 3, "elite": 1},
-        },
-    )
+    algorithm = {"population_size": 4, "generations": 3, "elite": 1}
+    write_search(tmp_path, two_expert_search("nightly-test", 0, algorithm, limit=20, held_out=False))
     env = {**search_env(tmp_path, zoo_dir), "PREFECT_API_URL": server.prefect_api_url}
     command = [*EVOMERGE, "serve", str(tmp_path / "search.yaml"), "--cron", "* * * * *", "--nightly", "new"]
     command += ["--evaluations-per-night", "5", "--out", str(tmp_path / "nights")]
@@ -150,17 +141,8 @@ def test_prefect_yaml_deploys_the_nightly_search_to_a_process_pool(server: Servi
 def test_continuing_nights_resume_one_search_with_a_raised_budget(zoo_dir: Path, tmp_path: Path) -> None:
     """Two nights of `nightly: continue` (the flow as a deployment calls it; embedded Prefect here): the
     second resumes the first's search in the same directory and MLflow run, 3 evaluations further."""
-    write_search(
-        tmp_path,
-        {
-            "name": "continue-test",
-            "seed": 4,
-            "recipe": ZOO_TWO_EXPERTS,
-            "genes": [{"parameter": "weight", "model": m, "low": 0.0, "high": 1.5} for m in ("zoo:add", "zoo:sort")],
-            "evaluation": {"tasks": ["evomerge_add", "evomerge_sort"], "limit": 20, "held_out_tasks": []},
-            "algorithm": {"population_size": 3, "generations": 20, "elite": 1},
-        },
-    )
+    algorithm = {"population_size": 3, "generations": 20, "elite": 1}
+    write_search(tmp_path, two_expert_search("continue-test", 4, algorithm, limit=20, held_out=False))
     env = search_env(tmp_path, zoo_dir)
     night = (
         "import json, sys; from flows.search import search; "

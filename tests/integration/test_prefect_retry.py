@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
-from cli_runner import EVOMERGE, ROOT, ZOO_TWO_EXPERTS, search_env, write_search
+from cli_runner import EVOMERGE, ROOT, search_env, two_expert_search, write_search
 from services import Services, prefect_api
 
 pytestmark = pytest.mark.integration
@@ -96,14 +96,8 @@ def served(zoo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
     services = Services.under(work / "services")
     started = services.script("start", "prefect")
     assert started.returncode == 0, started.stdout + started.stderr
-    search = {
-        "name": "retry-test",
-        "seed": 2,
-        "recipe": ZOO_TWO_EXPERTS,
-        "genes": [{"parameter": "weight", "model": m, "low": 0.0, "high": 1.5} for m in ("zoo:add", "zoo:sort")],
-        "evaluation": {"tasks": ["evomerge_add", "evomerge_sort"], "limit": 20, "held_out_tasks": []},
-        "algorithm": {"population_size": 4, "generations": 2, "elite": 1},
-    }
+    algorithm = {"population_size": 4, "generations": 2, "elite": 1}
+    search = two_expert_search("retry-test", 2, algorithm, limit=20, held_out=False)
     write_search(work, search)
     # a second search with its own seed: the first one's results are cached under content keys, so the
     # same candidates would be Cached rather than crash

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from cli_runner import ZOO_TWO_EXPERTS, run_search, write_search
+from cli_runner import run_search, two_expert_search, write_search
 
 pytestmark = pytest.mark.integration
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -24,17 +24,7 @@ ALGORITHMS = {
 def finished(request: pytest.FixtureRequest, zoo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:  # type: ignore[type-arg]
     name = request.param
     work = tmp_path_factory.mktemp(name)
-    config = {
-        "name": f"algo-{name}",
-        "seed": 2,
-        "recipe": ZOO_TWO_EXPERTS,
-        "genes": [
-            {"parameter": "weight", "model": "zoo:add", "low": 0.0, "high": 1.5},
-            {"parameter": "weight", "model": "zoo:sort", "low": 0.0, "high": 1.5},
-        ],
-        "evaluation": {"tasks": ["evomerge_add", "evomerge_sort"], "limit": 30},
-        "algorithm": ALGORITHMS[name],
-    }
+    config = two_expert_search(f"algo-{name}", 2, ALGORITHMS[name], limit=30)
     write_search(work, config)
     result = run_search(work, zoo_dir)
     assert result.returncode == 0, result.stdout + result.stderr

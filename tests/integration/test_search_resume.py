@@ -20,23 +20,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_runner import ROOT, ZOO_TWO_EXPERTS, search_command, search_env, write_search
+from cli_runner import ROOT, search_command, search_env, two_expert_search, write_search
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.integration
 
-CONFIG = {
-    "name": "resume",
-    "seed": 11,
-    "recipe": ZOO_TWO_EXPERTS,
-    "genes": [
-        {"parameter": "weight", "model": "zoo:add", "low": 0.0, "high": 1.5},
-        {"parameter": "weight", "model": "zoo:sort", "low": 0.0, "high": 1.5},
-    ],
-    "evaluation": {"tasks": ["evomerge_add", "evomerge_sort"], "limit": 30},
-    "algorithm": {"name": "ga", "population_size": 4, "generations": 3, "elite": 1},
-    "budget": {"max_evaluations": 9},
-}
+CONFIG = two_expert_search(
+    "resume",
+    11,
+    {"name": "ga", "population_size": 4, "generations": 3, "elite": 1},
+    limit=30,
+    budget={"max_evaluations": 9},
+)
 KILLS = ["kill:merge:3", "kill:evaluate:3", "kill:record:2", "kill:checkpoint:1"]
 
 
