@@ -73,9 +73,11 @@ SMALL_MODEL_PARAMETERS = 50_000_000
 def search_torch_threads(parameter_count: int, requested: int | None = None) -> int:
     """Threads torch should use in a search worker: `requested` when given (`EVOMERGE_TORCH_THREADS`).
 
-    Otherwise 1 for small models: on the demo zoo (0.87M parameters, 2 cores) one thread merged a candidate
-    in 14 ms where two took 578 ms while another process kept one core busy (every op waits for the
-    slower thread), and it scored no slower on a quiet machine. Larger models keep torch's default.
+    Otherwise 1 for small models. On the demo zoo (0.87M parameters, 2 cores), measured with
+    tests/benchmarks/search_throughput.py: while other processes kept the cores busy, 2 threads ran the
+    search at 16.7 evaluations/min (48 evaluations) and 1 thread at 130.9 (24 evaluations): every op waits
+    for the slower thread. On a quiet machine 1 thread gave 192/min against 187 for 2. Larger models keep
+    torch's default.
     """
     if requested is not None:
         return max(1, requested)

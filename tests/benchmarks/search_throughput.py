@@ -2,6 +2,7 @@
 spent outside the models' forward passes (merging, Prefect, MLflow, bookkeeping). Prints; asserts nothing.
 
     .venv/bin/python tests/benchmarks/search_throughput.py [--evaluations 48] [--config configs/searches/demo.yaml]
+        [--without-candidate-logging]
 
 The search runs in this process, as `evomerge search` runs it (Prefect flow, MLflow store, lm-eval). Three
 clocks are added for the measurement only: one around the search loop (`flows.search._run_generations`,
@@ -51,6 +52,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "searches" / "demo.yaml")
     parser.add_argument("--evaluations", type=int, default=48)
+    parser.add_argument(
+        "--without-candidate-logging",
+        action="store_true",
+        help="an experiment, not a mode: candidates are not logged to MLflow (what the MLflow thread costs)",
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="evomerge-throughput-"))
@@ -88,12 +94,18 @@ def main() -> None:
     Evaluator._run = scoring.wrap(Evaluator._run)  # type: ignore[method-assign]
 
     started = time.perf_counter()
+    if args.without_candidate_logging:
+        from flows.tracking import SearchTracker
+
+        SearchTracker.log_candidate = lambda self, record, parent_hashes: None  # type: ignore[method-assign,assignment]
     summary = search_module.search(str(config_path), str(work / "out"), str(ROOT / "zoo"))
     total = time.perf_counter() - started
 
     evaluations = summary["evaluations"]
     outside = loop.seconds - forward.seconds
     print(f"config: {args.config} ({config['algorithm'].get('name', 'ga')}), budget {args.evaluations} evaluations")
+    if args.without_candidate_logging:
+        print("experiment: candidates NOT logged to MLflow")
     print(f"whole search (start-up, parents, loop, winner): {total:.1f} s")
     print(f"search loop: {loop.seconds:.1f} s for {evaluations} evaluations")
     print(f"evaluations per minute (loop): {60 * evaluations / loop.seconds:.1f}")
