@@ -14,5 +14,7 @@ for _key, _value in {
     "TOKENIZERS_PARALLELISM": "false",
     # `evomerge lineage` / `reproduce` read artifacts; a bar per file is noise on stderr.
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    # No network at run time: MLflow would otherwise start a telemetry thread that posts usage events.
+    "MLFLOW_DISABLE_TELEMETRY": "true",
 }.items():
     os.environ.setdefault(_key, _value)

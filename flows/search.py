@@ -23,6 +23,7 @@ from typing import Any, cast
 import torch
 from prefect import flow
 from prefect.runtime import flow_run
+from prefect.utilities.annotations import quote
 from rich.console import Console
 
 from flows import stages
@@ -40,7 +41,7 @@ from flows.search_state import (
     save_checkpoint,
     write_json_atomically,
 )
-from flows.tracking import SearchTracker, library_tags
+from flows.tracking import SearchTracker, library_tags, sync_candidates
 from flows.tracking_queue import TrackingQueue
 from genetics.algorithm import make_algorithm
 from genetics.genome import GenomeSpec
@@ -113,16 +114,14 @@ def _evaluate_candidate(record: CandidateRecord, context: SearchContext) -> None
     started = time.perf_counter()
     try:
         label = record.candidate_id
+        # quoted: Prefect would otherwise walk the workbench, the evaluator (lm-eval's tasks and their
+        # documents) and the recipe looking for futures, on every call
+        workbench, evaluator, recipe = quote(context.workbench), quote(context.evaluator), quote(record.recipe)
         record.tensors_sha256 = stages.merge(
-            context.workbench, record.recipe, label, key=merge_key(record.recipe, context.parent_hashes)
+            workbench, recipe, label, key=merge_key(record.recipe, context.parent_hashes)
         )
         record.scores = stages.evaluate(
-            context.workbench,
-            context.evaluator,
-            label,
-            record.recipe,
-            key=record.key,
-            tensors_sha256=record.tensors_sha256,
+            workbench, evaluator, label, recipe, key=record.key, tensors_sha256=record.tensors_sha256
         )
         record.fitness = fitness_of(record.scores, config.evaluation.metric, config.fitness.aggregate)
     except StageFailure:
@@ -204,6 +203,54 @@ def run_search(
         config_path, output_dir, resume, nightly, evaluations_per_night, timezone
     )
     out.mkdir(parents=True, exist_ok=True)
+    tracking = TrackingQueue(console)  # first: its process imports MLflow while the search sets up
+    try:
+        context = _prepare(config_path, config, out, checkpoint, zoo_dir, tracking)
+    except BaseException:
+        tracking.close(timeout=0)
+        raise
+    tracker, parent_hashes, references = context.tracker, context.parent_hashes, config.parent_models()
+    ok = False
+    state = SearchState()
+    try:
+        if checkpoint is None:
+            checkpoint = _start(context, config_path, references)
+        else:
+            state = SearchState(read_candidate_log(out))
+            context.tracking.submit(
+                "sync candidates.jsonl to MLflow", partial(sync_candidates, tracker, list(state.records), parent_hashes)
+            )
+            console.print(
+                f"resuming {out} at generation {checkpoint.algorithm.generation}: "
+                f"{state.evaluations} candidates already evaluated"
+            )
+        if _budget_raised(checkpoint, config, state):
+            checkpoint.stop_reason = None  # a search stopped by its budget goes on when given more
+        if checkpoint.stop_reason is None:
+            checkpoint.stop_reason = _run_generations(context, checkpoint, state)
+            save_checkpoint(out, checkpoint)
+        summary = _finish(context, checkpoint, state)
+        ok = True
+        return summary
+    finally:
+        # a call cut off mid-way (server lost while answering) may have left a partial or duplicate run
+        context.tracking.submit(
+            "check MLflow against candidates.jsonl",
+            partial(sync_candidates, tracker, list(state.records), parent_hashes),
+        )
+        context.tracking.submit("end the search run", partial(tracker.finish, ok))
+        _close_tracking(context)
+
+
+def _prepare(
+    config_path: str,
+    config: SearchConfig,
+    out: Path,
+    checkpoint: Checkpoint | None,
+    zoo_dir: str | None,
+    tracking: TrackingQueue,
+) -> SearchContext:
+    """Parents downloaded and checked, evaluator, MLflow run and workbench built: the search, ready to loop."""
     genome = config.genome()
     base_dir = str(Path(config_path).resolve().parent)
 
@@ -237,44 +284,17 @@ def run_search(
         workbench=workbench,
         evaluator=evaluator,
         tracker=tracker,
-        tracking=TrackingQueue(console),
+        tracking=tracking,
         parent_hashes=parent_hashes,
         evaluation_key=evaluation.sha256(),
         task_order=list(config.evaluation.tasks),
     )
-    ok = False
-    state = SearchState()
-    try:
-        if checkpoint is None:
-            checkpoint = _start(context, config_path, references)
-        else:
-            state = SearchState(read_candidate_log(out))
-            context.tracking.submit(
-                "sync candidates.jsonl to MLflow", partial(_sync_candidates, context, list(state.records))
-            )
-            console.print(
-                f"resuming {out} at generation {checkpoint.algorithm.generation}: "
-                f"{state.evaluations} candidates already evaluated"
-            )
-        if _budget_raised(checkpoint, config, state):
-            checkpoint.stop_reason = None  # a search stopped by its budget goes on when given more
-        if checkpoint.stop_reason is None:
-            checkpoint.stop_reason = _run_generations(context, checkpoint, state)
-            save_checkpoint(out, checkpoint)
-        summary = _finish(context, checkpoint, state)
-        ok = True
-        return summary
-    finally:
-        # a call cut off mid-way (server lost while answering) may have left a partial or duplicate run
-        context.tracking.submit(
-            "check MLflow against candidates.jsonl", partial(_sync_candidates, context, list(state.records))
-        )
-        context.tracking.submit("end the search run", partial(tracker.finish, ok))
-        _close_tracking(context)
+    return context
 
 
 MLFLOW_WAIT_SECONDS = 60.0
-"""How long a search that has ended waits for MLflow to take what is still queued (`EVOMERGE_MLFLOW_WAIT`)."""
+"""How long a search that has ended waits for MLflow to take what is still queued (`EVOMERGE_MLFLOW_WAIT`),
+before it writes summary.json and again before it exits."""
 
 
 def _budget_raised(checkpoint: Checkpoint, config: SearchConfig, state: SearchState) -> bool:
@@ -289,19 +309,12 @@ def _requested_threads() -> int | None:
     return int(value) if value else None
 
 
-def _sync_candidates(context: SearchContext, records: list[CandidateRecord]) -> None:
-    """Log the candidates that candidates.jsonl holds and MLflow lacks (after a kill or an MLflow outage)."""
-    missing, dropped = context.tracker.reconcile(records)
-    for record in missing:
-        context.tracker.log_candidate(record, context.parent_hashes)
-    if missing or dropped:
-        console.print(
-            f"MLflow: {len(missing)} candidate(s) synced from candidates.jsonl, {dropped} stale run(s) dropped"
-        )
+def _mlflow_wait() -> float:
+    return float(os.environ.get("EVOMERGE_MLFLOW_WAIT", MLFLOW_WAIT_SECONDS))
 
 
 def _close_tracking(context: SearchContext) -> None:
-    left = context.tracking.close(float(os.environ.get("EVOMERGE_MLFLOW_WAIT", MLFLOW_WAIT_SECONDS)))
+    left = context.tracking.close(_mlflow_wait())
     if left:
         console.print(
             f"[yellow]MLflow ({context.tracker.uri}) did not take {len(left)} call(s): {', '.join(left[:5])}"
@@ -490,6 +503,8 @@ def _finish(context: SearchContext, checkpoint: Checkpoint, state: SearchState) 
     held_out = _held_out(context, checkpoint, state, best)
     if held_out is not None:
         summary["held_out"] = held_out
+    # summary.json says the search is over: by then MLflow holds every candidate, unless it stayed unreachable
+    context.tracking.wait(_mlflow_wait())
     write_json_atomically(context.out / "summary.json", summary)
     for artifact in [context.out / "summary.json", context.out / CANDIDATES_NAME, *_plots(context, checkpoint, state)]:
         context.tracking.submit(f"artifact {artifact.name}", partial(context.tracker.log_artifact, artifact))

@@ -13,6 +13,7 @@ from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
+from rich.console import Console
 
 from flows.paths import default_mlflow_dir, evomerge_version
 from tasks.candidate import CandidateRecord
@@ -97,6 +98,9 @@ def reconcile_candidate_runs(
     return kept, dropped
 
 
+_ATTACHED: dict[tuple[str, str, str], SearchTracker] = {}
+
+
 class SearchTracker:
     def __init__(
         self, experiment: str, run_name: str, uri: str | None = None, resume_run_id: str | None = None
@@ -118,6 +122,22 @@ class SearchTracker:
             self.run_id = self.client.create_run(
                 self.experiment_id, run_name=run_name, tags={"evomerge.version": evomerge_version()}
             ).info.run_id
+
+    @classmethod
+    def attach(cls, uri: str, experiment_id: str, run_id: str) -> SearchTracker:
+        """The tracker of an existing search run, for this process (the MLflow worker): one per run, and its
+        client is built once, not per call."""
+        key = (uri, experiment_id, run_id)
+        if key not in _ATTACHED:
+            tracker = cls.__new__(cls)
+            tracker.uri, tracker.experiment_id, tracker.run_id = key
+            tracker.client = MlflowClient(uri)
+            _ATTACHED[key] = tracker
+        return _ATTACHED[key]
+
+    def __reduce__(self) -> tuple[Any, tuple[str, str, str]]:
+        """Pickles as a reference to the same search run (the MLflow worker process reattaches to it)."""
+        return (SearchTracker.attach, (self.uri, self.experiment_id, self.run_id))
 
     def candidate_runs(self) -> list[Any]:
         return nested_runs(self.client, self.experiment_id, self.run_id)
@@ -253,3 +273,14 @@ class SearchTracker:
 
     def finish(self, ok: bool) -> None:
         self.client.set_terminated(self.run_id, "FINISHED" if ok else "FAILED")
+
+
+def sync_candidates(tracker: SearchTracker, records: list[CandidateRecord], parent_hashes: dict[str, str]) -> None:
+    """Log the candidates that candidates.jsonl holds and MLflow lacks (after a kill or an MLflow outage)."""
+    missing, dropped = tracker.reconcile(records)
+    for record in missing:
+        tracker.log_candidate(record, parent_hashes)
+    if missing or dropped:
+        Console(stderr=True).print(
+            f"MLflow: {len(missing)} candidate(s) synced from candidates.jsonl, {dropped} stale run(s) dropped"
+        )

@@ -1,103 +1,163 @@
-"""MLflow calls on one background thread, in order, retried while the tracking server is unreachable.
+"""MLflow calls in a separate process, in order, retried while the tracking server is unreachable.
 
 A search never waits on MLflow (logging a candidate costs ~0.05-0.1 s, a fifth of scoring one on the demo
 zoo) and never dies of its outage: `candidates.jsonl` is the record of what was evaluated, and MLflow is
 brought up to date with it. What is still unsynced when the search ends is reported, and the next run on
 the same output directory syncs it (`SearchTracker.reconcile`).
+
+A process, not a thread: MLflow's client is Python through and through, and on a thread it held the GIL
+while the search ran thousands of tiny torch ops, each of which gives the GIL up and then waits up to the
+interpreter's switch interval to get it back. Merging a demo candidate took 40 ms beside that thread and
+16 ms without it (tests/benchmarks/search_throughput.py). Calls are therefore pickled (a `SearchTracker`
+pickles as a reference to the same run, see `SearchTracker.__reduce__`), run in the worker, and reported
+back; the worker dies with the search (a kill -9 of the search leaves no orphan logging on).
 """
 
 from __future__ import annotations
 
-import queue
+import contextlib
+import ctypes
+import multiprocessing
+import os
+import pickle
+import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console
 
+from tasks import faults
+
 RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
 """Seconds between attempts of a failing call; the last repeats until the call succeeds or the queue closes."""
 
-
-@dataclass(frozen=True)
-class _Call:
-    description: str
-    function: Callable[[], Any]
+_PR_SET_PDEATHSIG = 1
 
 
 class TrackingQueue:
     def __init__(self, console: Console, retry_delays: Sequence[float] = RETRY_DELAYS) -> None:
         self._console = console
-        self._delays = tuple(retry_delays)
-        self._calls: queue.Queue[_Call | None] = queue.Queue()
-        self._closing = threading.Event()
+        context = multiprocessing.get_context("spawn")  # never fork a process holding torch and Prefect threads
+        self._calls: Any = context.Queue()
+        self._reports: Any = context.Queue()
         self._lock = threading.Lock()
-        self._waiting: list[_Call] = []
-        self._unreachable_since: float | None = None
+        self._waiting: dict[int, str] = {}
+        self._next = 0
         self.errors: list[str] = []
-        self._thread = threading.Thread(target=self._work, name="evomerge-mlflow", daemon=True)
-        self._thread.start()
+        self._process = context.Process(
+            target=_serve,
+            args=(self._calls, self._reports, tuple(retry_delays), os.getpid(), faults.fault_scope()),
+            name="evomerge-mlflow",
+            daemon=True,
+        )
+        self._process.start()
+        self._listener = threading.Thread(target=self._listen, name="evomerge-mlflow-reports", daemon=True)
+        self._listener.start()
 
     def submit(self, description: str, function: Callable[[], Any]) -> None:
-        """Run `function` in the background after everything submitted before it."""
-        call = _Call(description, function)
+        """Run `function` in the worker after everything submitted before it. It is pickled here, so a call
+        that cannot cross to the worker fails at once, in the caller."""
+        payload = pickle.dumps(function)
         with self._lock:
-            self._waiting.append(call)
-        self._calls.put(call)
+            self._next += 1
+            self._waiting[self._next] = description
+            self._calls.put((self._next, description, payload))
 
     def pending(self) -> list[str]:
         """Descriptions of the calls not yet done, oldest first."""
         with self._lock:
-            return [call.description for call in self._waiting]
+            return list(self._waiting.values())
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for every call submitted so far to finish; True when they have."""
+        deadline = time.monotonic() + timeout
+        while self.pending() and self._process.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return not self.pending()
 
     def close(self, timeout: float) -> list[str]:
         """Wait up to `timeout` seconds for every call to finish, then stop; returns what is left undone."""
         deadline = time.monotonic() + timeout
-        while self.pending() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        self._closing.set()
-        self._calls.put(None)
+        self.wait(timeout)
         left = self.pending()
-        if not left:
-            self._thread.join(timeout=max(0.0, deadline - time.monotonic()) + 1.0)
+        if left or not self._process.is_alive():
+            self._process.terminate()  # mid-retry: what it had not done is reported, and synced next time
+        else:
+            self._calls.put(None)
+        self._process.join(timeout=max(0.0, deadline - time.monotonic()) + 5.0)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
+        self._reports.put(None)
+        self._listener.join(timeout=5.0)
         return left
 
-    def _work(self) -> None:
+    def _listen(self) -> None:
         while True:
-            call = self._calls.get()
-            if call is None:
+            report = self._reports.get()
+            if report is None:
                 return
-            if self._run_until_done(call):
+            kind, sequence, detail = report
+            if kind == "done":
                 with self._lock:
-                    self._waiting.remove(call)
+                    self._waiting.pop(sequence, None)
+                if detail is not None:
+                    self._console.print(f"MLflow reachable again after {detail:.0f} s: syncing the kept results")
+            elif kind == "failed":
+                description, message, first = detail
+                self.errors.append(f"{description}: {message}")
+                if first:
+                    self._console.print(
+                        f"[yellow]MLflow call failed ({description}): {message[:300]}[/]\n"
+                        "the search goes on; results are kept in candidates.jsonl and logged when MLflow answers "
+                        "again"
+                    )
 
-    def _run_until_done(self, call: _Call) -> bool:
+
+def _serve(calls: Any, reports: Any, delays: tuple[float, ...], search_pid: int, fault_scope: str) -> None:
+    """The worker: runs each call until it succeeds, reporting failures and completions."""
+    _die_with(search_pid)
+    faults.set_fault_scope(fault_scope)
+    faults.kill_also(search_pid)  # an injected kill mid-logging kills the search, as it did on a thread
+    import flows.tracking  # noqa: F401  (MLflow's imports take ~1.5 s: done now, while the search sets up)
+
+    unreachable_since: float | None = None
+    while True:
+        item = calls.get()
+        if item is None:
+            return
+        sequence, description, payload = item
         attempt = 0
-        while not self._closing.is_set():
+        while True:
             try:
-                call.function()
+                pickle.loads(payload)()
             except Exception as error:  # noqa: BLE001 - any failure leaves the call queued and retried
-                self._note_failure(call, error)
-                delay = self._delays[min(attempt, len(self._delays) - 1)] if self._delays else 0.0
+                message = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+                reports.put(("failed", sequence, (description, message, unreachable_since is None)))
+                if unreachable_since is None:
+                    unreachable_since = time.monotonic()
+                time.sleep(delays[min(attempt, len(delays) - 1)] if delays else 0.0)
                 attempt += 1
-                if self._closing.wait(delay):
-                    return False
                 continue
-            if self._unreachable_since is not None:
-                seconds = time.monotonic() - self._unreachable_since
-                self._console.print(f"MLflow reachable again after {seconds:.0f} s: syncing the kept results")
-                self._unreachable_since = None
-            return True
-        return False
+            recovered = None if unreachable_since is None else time.monotonic() - unreachable_since
+            unreachable_since = None
+            reports.put(("done", sequence, recovered))
+            break
 
-    def _note_failure(self, call: _Call, error: Exception) -> None:
-        message = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-        self.errors.append(f"{call.description}: {message}")
-        if self._unreachable_since is None:
-            self._unreachable_since = time.monotonic()
-            self._console.print(
-                f"[yellow]MLflow call failed ({call.description}): {message[:300]}[/]\n"
-                "the search goes on; results are kept in candidates.jsonl and logged when MLflow answers again"
-            )
+
+def _die_with(search_pid: int) -> None:
+    """Ask Linux to kill this worker when the search process dies (kill -9 included); elsewhere, a thread
+    watches for the search to go away."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) == 0 and os.getppid() == search_pid:
+            return
+
+    def watch() -> None:
+        while os.getppid() == search_pid:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()

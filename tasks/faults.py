@@ -23,6 +23,7 @@ from tasks.errors import EvaluationError, EvomergeError, StageFailure
 
 _reached: Counter[str] = Counter()
 _scope = ""
+_kill_also: list[int] = []
 
 
 def set_fault_scope(scope: str) -> None:
@@ -30,6 +31,16 @@ def set_fault_scope(scope: str) -> None:
     fault fires once per scope, so a retry of the same flow run passes where the first attempt failed."""
     global _scope
     _scope = scope
+
+
+def fault_scope() -> str:
+    return _scope
+
+
+def kill_also(pid: int) -> None:
+    """A `kill` fault in this process kills `pid` first: the MLflow worker process kills the search it
+    serves, so `kill:record:N` is still the search dying mid-logging."""
+    _kill_also.append(pid)
 
 
 def fault_point(name: str) -> None:
@@ -43,7 +54,8 @@ def fault_point(name: str) -> None:
         if point != name or _reached[name] != int(count or 1) or _fired_before(fault.strip()):
             continue
         if action == "kill":
-            os.kill(os.getpid(), signal.SIGKILL)
+            for pid in [*_kill_also, os.getpid()]:
+                os.kill(pid, signal.SIGKILL)
         if action == "raise":
             raise EvaluationError(f"injected fault at {name} (EVOMERGE_FAULT={spec})")
         if action == "crash":

@@ -16,6 +16,7 @@ from tasks.errors import ModelMismatchError
 from tasks.merge.engine import load_into_model, write_into_model
 from tasks.merge.plan import MergePlan, plan_merge
 from tasks.merge.recipe import Recipe
+from tasks.merge.spans import FlatModel, flatten_parents, iter_span_tensors
 from tasks.merge.tensor_io import ModelSource
 
 
@@ -31,9 +32,14 @@ class Workbench:
         self.tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(self.paths[reference])
         self.holds: str | None = f"parent:{reference}"
         """What the live model holds now: a recipe's sha256, or `parent:NAME`."""
+        self._parameters = sum(parameter.numel() for parameter in self.model.parameters())
+        self._state = self.model.state_dict(keep_vars=True)
+        self._flat: dict[str, FlatModel] | None = None
+        """The parents laid end to end (tasks/merge/spans.py), for small models: there a merge costs its
+        per-tensor overhead, not its arithmetic. Built on the first merge, in the order its plan reads."""
 
     def parameter_count(self) -> int:
-        return sum(parameter.numel() for parameter in self.model.parameters())
+        return self._parameters
 
     def plan(self, recipe: Recipe) -> MergePlan:
         return plan_merge(recipe, self.paths, "candidate recipe", opened=self.sources)
@@ -41,7 +47,13 @@ class Workbench:
     def load_recipe(self, recipe: Recipe) -> str:
         """Merge `recipe` into the live model; returns the merged tensors' sha256."""
         self.holds = None
-        digest = load_into_model(self.plan(recipe), self.model, self.device)
+        plan = self.plan(recipe)
+        if self._parameters < SMALL_MODEL_PARAMETERS:
+            if self._flat is None:
+                self._flat = flatten_parents(plan)
+            digest = write_into_model(iter_span_tensors(plan, self._flat, self.device), self.model, self._state)
+        else:
+            digest = load_into_model(plan, self.model, self.device)
         self.holds = recipe.sha256()
         return digest
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 
@@ -120,6 +121,13 @@ def merge_job(plan: MergePlan, job: TensorJob, device: str = "cpu", output: Outp
     inputs = read_inputs(plan, job)
     if job.row_map is not None:  # parents with other vocabularies: their rows in the output's token order
         inputs = job.row_map.apply([item.model for item in job.inputs], inputs, plan.compute_dtype)
+    return merge_inputs(plan, job, inputs, device, output)
+
+
+def merge_inputs(
+    plan: MergePlan, job: TensorJob, inputs: list[torch.Tensor], device: str = "cpu", output: OutputBuffer | None = None
+) -> torch.Tensor:
+    """`merge_job` on inputs already read (and remapped): elementwise methods run block by block."""
     numel = math.prod(job.shape)
     if not (plan.method.elementwise and device == "cpu" and numel > BLOCK_ELEMENTS):
         return apply_method(plan, job, inputs, device).to("cpu").contiguous()
@@ -181,12 +189,23 @@ def tensors_sha256(named_tensors: Iterable[tuple[str, torch.Tensor]]) -> str:
     return combine_tensor_hashes({name: tensor_sha256(name, tensor) for name, tensor in named_tensors})
 
 
-def write_into_model(named_tensors: Iterable[tuple[str, torch.Tensor]], model: torch.nn.Module) -> str:
+_HASHING = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evomerge-tensor-hash")
+"""hashlib lets go of the GIL on large buffers: a tensor is hashed here while the next one is merged."""
+
+
+def write_into_model(
+    named_tensors: Iterable[tuple[str, torch.Tensor]],
+    model: torch.nn.Module,
+    state: Mapping[str, torch.Tensor] | None = None,
+) -> str:
     """Overwrite `model`'s parameters in place; returns the written tensors' sha256. Every tensor must
     match a model parameter in name, shape and dtype, and every parameter must be written, or the model
-    would silently keep stale or converted weights that differ from what a disk merge gives."""
-    state = model.state_dict(keep_vars=True)
-    hashes: dict[str, str] = {}
+    would silently keep stale or converted weights that differ from what a disk merge gives. `state` is
+    `model.state_dict(keep_vars=True)`, for a caller that writes the same model over and over. The given
+    tensors are hashed on a second thread: they must not change before this returns."""
+    if state is None:
+        state = model.state_dict(keep_vars=True)
+    hashes: dict[str, Future[str]] = {}
     written: set[int] = set()
     with torch.no_grad():
         for name, tensor in named_tensors:
@@ -200,11 +219,12 @@ def write_into_model(named_tensors: Iterable[tuple[str, torch.Tensor]], model: t
                 )
             target.data.copy_(tensor)
             written.add(target.data_ptr())
-            hashes[name] = tensor_sha256(name, tensor)
+            hashes[name] = _HASHING.submit(tensor_sha256, name, tensor)
+    digests = {name: future.result() for name, future in hashes.items()}
     stale = [name for name, value in state.items() if value.data_ptr() not in written]
     if stale:
         raise ModelMismatchError(f"{len(stale)} model tensor(s) were not written, e.g. {stale[0]}")
-    return combine_tensor_hashes(hashes)
+    return combine_tensor_hashes(digests)
 
 
 def load_into_model(plan: MergePlan, model: torch.nn.Module, device: str = "cpu") -> str:

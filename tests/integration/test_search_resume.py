@@ -2,7 +2,7 @@
 
 Real Prefect (ephemeral), real MLflow (SQLite), real lm-eval, zoo models. The kills come from the search
 process itself (`EVOMERGE_FAULT`, tasks/faults.py): as a candidate's merge starts, as its evaluation starts,
-between logging a candidate to MLflow and recording it in candidates.jsonl, and between writing a new
+in the middle of logging a candidate to MLflow (after its line is in candidates.jsonl), and between writing a new
 checkpoint and renaming it into place. Each resume must repeat no finished candidate; the finished search
 must equal the uninterrupted one: the same winner, the same set of evaluated candidate keys, and MLflow
 holding exactly one finished nested run per key.
@@ -32,7 +32,9 @@ CONFIG = two_expert_search(
     limit=30,
     budget={"max_evaluations": 9},
 )
-KILLS = ["kill:merge:3", "kill:evaluate:3", "kill:record:2", "kill:checkpoint:1"]
+KILLS = ["kill:merge:3", "kill:evaluate:3", "kill:checkpoint:1", "kill:record:2"]
+"""Logging runs beside the search (flows/tracking_queue.py), so `record` comes last: a search killed there may
+have got further than its MLflow log, and a checkpoint kill after it might find no checkpoint left to write."""
 
 
 def run_search(work: Path, zoo_dir: Path, fault: str | None) -> subprocess.CompletedProcess[str]:

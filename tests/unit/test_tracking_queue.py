@@ -1,14 +1,24 @@
-"""The background MLflow queue: calls run in order, a failing call is retried until it succeeds (the
-tracking server came back), and closing reports what could not be done instead of waiting forever."""
+"""The MLflow worker process: calls run in order, a failing call is retried until it succeeds (the
+tracking server came back), closing reports what could not be done instead of waiting forever, and the
+worker dies with the search. Calls cross to the worker pickled, so the calls here are module functions
+that leave their trace in files."""
 
 from __future__ import annotations
 
 import io
-import threading
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from functools import partial
+from pathlib import Path
 
+import pytest
 from rich.console import Console
 
-from flows.tracking import reconcile_candidate_runs
+from flows.tracking import SearchTracker, reconcile_candidate_runs
 from flows.tracking_queue import TrackingQueue
 
 
@@ -16,45 +26,96 @@ def quiet_console() -> Console:
     return Console(file=io.StringIO())
 
 
-def test_calls_run_in_submission_order() -> None:
-    done: list[int] = []
+def append_line(path: Path, line: str) -> None:
+    with path.open("a") as handle:
+        handle.write(line + "\n")
+
+
+def flaky(attempts: Path, failures: int) -> None:
+    """Fails the first `failures` times it is called (a tracking server that is down, then back)."""
+    append_line(attempts, "attempt")
+    if len(attempts.read_text().splitlines()) <= failures:
+        raise ConnectionError("tracking server unreachable")
+
+
+def always_down() -> None:
+    raise ConnectionError("down")
+
+
+def test_calls_run_in_submission_order(tmp_path: Path) -> None:
+    log = tmp_path / "log"
     tracking = TrackingQueue(quiet_console(), retry_delays=(0.0,))
     for index in range(50):
-        tracking.submit(f"call {index}", lambda index=index: done.append(index))
-    assert tracking.close(timeout=10) == []
-    assert done == list(range(50))
+        tracking.submit(f"call {index}", partial(append_line, log, str(index)))
+    assert tracking.close(timeout=30) == []
+    assert log.read_text().split() == [str(index) for index in range(50)]
 
 
-def test_a_failing_call_is_retried_and_later_calls_wait_for_it() -> None:
-    attempts: list[str] = []
-    outage = {"left": 3}
-
-    def flaky() -> None:
-        attempts.append("flaky")
-        if outage["left"]:
-            outage["left"] -= 1
-            raise ConnectionError("tracking server unreachable")
-
-    tracking = TrackingQueue(quiet_console(), retry_delays=(0.0,))
-    tracking.submit("flaky", flaky)
-    tracking.submit("after", lambda: attempts.append("after"))
-    assert tracking.close(timeout=10) == []
-    assert attempts == ["flaky"] * 4 + ["after"]
+def test_a_failing_call_is_retried_and_later_calls_wait_for_it(tmp_path: Path) -> None:
+    attempts, log = tmp_path / "attempts", tmp_path / "log"
+    console_text = io.StringIO()
+    tracking = TrackingQueue(Console(file=console_text), retry_delays=(0.0,))
+    tracking.submit("flaky", partial(flaky, attempts, 3))
+    tracking.submit("after", partial(append_line, log, "after"))
+    assert tracking.close(timeout=30) == []
+    assert len(attempts.read_text().splitlines()) == 4 and log.read_text() == "after\n"
     assert len(tracking.errors) == 3 and "tracking server unreachable" in tracking.errors[0]
+    printed = console_text.getvalue()
+    assert printed.count("MLflow call failed") == 1 and "MLflow reachable again" in printed
 
 
-def test_close_returns_what_is_still_undone_after_the_timeout() -> None:
-    release = threading.Event()
+def test_close_returns_what_is_still_undone_after_the_timeout(tmp_path: Path) -> None:
     tracking = TrackingQueue(quiet_console(), retry_delays=(0.01,))
+    tracking.submit("candidate g00-c00", always_down)
+    tracking.submit("candidate g00-c01", partial(append_line, tmp_path / "log", "never"))
+    assert tracking.close(timeout=1.0) == ["candidate g00-c00", "candidate g00-c01"]
+    assert not (tmp_path / "log").exists()
 
-    def down() -> None:
-        if not release.is_set():
-            raise ConnectionError("down")
 
-    tracking.submit("candidate g00-c00", down)
-    tracking.submit("candidate g00-c01", lambda: None)
-    assert tracking.close(timeout=0.2) == ["candidate g00-c00", "candidate g00-c01"]
-    release.set()
+def test_a_call_that_cannot_cross_to_the_worker_fails_in_the_caller() -> None:
+    tracking = TrackingQueue(quiet_console(), retry_delays=(0.0,))
+    with pytest.raises((pickle.PicklingError, AttributeError)):
+        tracking.submit("a closure", lambda: None)
+    assert tracking.pending() == []
+    assert tracking.close(timeout=10) == []
+
+
+WORKER_ORPHAN_SCRIPT = """
+import io, os, signal, sys, time
+from rich.console import Console
+from flows.tracking_queue import TrackingQueue
+tracking = TrackingQueue(Console(file=io.StringIO()))
+print(tracking._process.pid, flush=True)
+time.sleep(0.5)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_the_worker_dies_with_a_killed_search() -> None:
+    finished = subprocess.run([sys.executable, "-c", WORKER_ORPHAN_SCRIPT], capture_output=True, text=True, timeout=60)
+    assert finished.returncode == -signal.SIGKILL, finished.stderr
+    worker = int(finished.stdout.split()[0])
+    deadline = time.monotonic() + 10
+    while _alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(worker)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split(")")[-1].split()[0] == "Z")  # a zombie is dead
+
+
+def test_a_tracker_pickles_as_a_reference_to_its_run(tmp_path: Path) -> None:
+    tracker = SearchTracker("pickling", "run", uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    copy = pickle.loads(pickle.dumps(tracker))
+    assert (copy.uri, copy.experiment_id, copy.run_id) == (tracker.uri, tracker.experiment_id, tracker.run_id)
+    assert pickle.loads(pickle.dumps(tracker)) is copy  # one client per run and process, not one per call
+    assert copy.client.get_run(tracker.run_id).info.status == "RUNNING"
 
 
 def test_reconcile_keeps_the_oldest_terminated_run_per_key() -> None:
