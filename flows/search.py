@@ -2,7 +2,7 @@
 select, breed; finally write the winner as a full model and the summary.
 
 Every finished candidate is appended to `candidates.jsonl` the moment it finishes and logged to MLflow from
-a background queue (flows/tracking_queue.py: the search never waits on MLflow, nor dies of its outage), and
+a worker process (flows/tracking_queue.py: the search never waits on MLflow, nor dies of its outage), and
 the algorithm is checkpointed after every generation (flows/search_state.py), so a kill at any moment loses
 nothing: rerunning the same command on the same output directory resumes, and a candidate whose recipe,
 parents and evaluation were already scored is never evaluated again.
@@ -59,7 +59,7 @@ from tasks.workbench import Workbench, search_torch_threads
 
 console = Console(file=sys.stderr)
 """Bound to the stream stderr is now: lm-eval's calls swap `sys.stderr` for /dev/null process-wide (to hide
-its bars), and the MLflow thread's messages must not vanish while the main thread is inside one."""
+its bars), and the MLflow worker's reports (printed by a listener thread) must not vanish meanwhile."""
 
 
 @dataclass

@@ -79,7 +79,8 @@ class Workbench:
 
 
 SMALL_MODEL_PARAMETERS = 50_000_000
-"""Below this size a model's matrix products are too small for torch's intra-op threads to pay off."""
+"""Below this size per-op overhead, not arithmetic, is what a model costs: its matrix products are too small
+for torch's intra-op threads to pay off, and the workbench merges runs of tensors as one (tasks/merge/spans.py)."""
 
 
 def search_torch_threads(parameter_count: int, requested: int | None = None) -> int:

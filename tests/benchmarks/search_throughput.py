@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument(
         "--without-candidate-logging",
         action="store_true",
-        help="an experiment, not a mode: candidates are not logged to MLflow (what the MLflow thread costs)",
+        help="an experiment, not a mode: candidates are not logged to MLflow (what the MLflow worker costs)",
     )
     args = parser.parse_args()
 
