@@ -8,7 +8,9 @@ The search runs in this process, as `evomerge search` runs it (Prefect flow, MLf
 clocks are added for the measurement only: one around the search loop (`flows.search._run_generations`,
 which covers every candidate's merge, evaluation, MLflow logging, checkpoint), one around
 `GenerationMixin.generate`, where lm-eval's generation (every forward pass) happens, and one around the
-whole lm-eval call (`Evaluator._run`: building the requests, generating, scoring the answers). Parent
+whole lm-eval call (`Evaluator._run`: building the requests, generating, scoring the answers). Two
+more split what is left per candidate: one around the in-memory merge (`Workbench.load_recipe`) and one
+around the merge and evaluate task calls (Prefect's task runs, with what they run inside). Parent
 scoring, the held-out report and start-up are outside the loop and not counted.
 """
 
@@ -76,22 +78,32 @@ def main() -> None:
 
     import flows  # noqa: F401  (Prefect and HF defaults)
     import flows.search as search_module
+    import flows.stages as stages_module
     from tasks.evaluate import Evaluator
+    from tasks.workbench import Workbench
 
-    loop, forward, scoring = Clock(), Clock(), Clock()
-    forward.active = scoring.active = False
+    loop, forward, scoring, merging, tasks = Clock(), Clock(), Clock(), Clock(), Clock()
+    inner = (forward, scoring, merging, tasks)
+    for clock in inner:
+        clock.active = False
     original_loop = search_module._run_generations
 
     def timed_loop(*loop_args: Any, **loop_kwargs: Any) -> str:
-        forward.active = scoring.active = True
+        for clock in inner:
+            clock.active = True
         try:
             return loop.wrap(original_loop)(*loop_args, **loop_kwargs)
         finally:
-            forward.active = scoring.active = False
+            for clock in inner:
+                clock.active = False
 
     search_module._run_generations = timed_loop  # type: ignore[assignment]
     GenerationMixin.generate = forward.wrap(GenerationMixin.generate)  # type: ignore[method-assign]
     Evaluator._run = scoring.wrap(Evaluator._run)  # type: ignore[method-assign]
+    Workbench.load_recipe = merging.wrap(Workbench.load_recipe)  # type: ignore[method-assign]
+    # the whole task runs, Prefect's engine included
+    stages_module.merge = tasks.wrap(stages_module.merge)  # type: ignore[assignment]
+    stages_module.evaluate = tasks.wrap(stages_module.evaluate)  # type: ignore[assignment]
 
     started = time.perf_counter()
     if args.without_candidate_logging:
@@ -116,6 +128,14 @@ def main() -> None:
     around = loop.seconds - scoring.seconds
     print(
         f"outside lm-eval (merge, Prefect, MLflow, bookkeeping): {around:.1f} s = {100 * around / loop.seconds:.1f} %"
+    )
+    per = 1000 / evaluations
+    prefect = tasks.seconds - merging.seconds - scoring.seconds
+    print(
+        f"per candidate: generate {forward.seconds * per:.1f} ms, lm-eval around it "
+        f"{(scoring.seconds - forward.seconds) * per:.1f} ms, merge {merging.seconds * per:.1f} ms, "
+        f"Prefect's two task runs {prefect * per:.1f} ms, the rest of the loop "
+        f"{(loop.seconds - tasks.seconds) * per:.1f} ms"
     )
 
 
