@@ -119,6 +119,8 @@ class TrackingQueue:
 def _serve(calls: Any, reports: Any, delays: tuple[float, ...], search_pid: int, fault_scope: str) -> None:
     """The worker: runs each call until it succeeds, reporting failures and completions."""
     _die_with(search_pid)
+    with contextlib.suppress(OSError, AttributeError):
+        os.nice(10)  # background work: the search's own merges and forward passes come first
     faults.set_fault_scope(fault_scope)
     faults.kill_also(search_pid)  # an injected kill mid-logging kills the search, as it did on a thread
     import flows.tracking  # noqa: F401  (MLflow's imports take ~1.5 s: done now, while the search sets up)
