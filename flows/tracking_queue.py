@@ -6,9 +6,10 @@ brought up to date with it. What is still unsynced when the search ends is repor
 the same output directory syncs it (`SearchTracker.reconcile`).
 
 A process, not a thread: MLflow's client is Python through and through, and on a thread it held the GIL
-while the search ran thousands of tiny torch ops, each of which gives the GIL up and then waits up to the
-interpreter's switch interval to get it back. Merging a demo candidate took 40 ms beside that thread and
-16 ms without it (tests/benchmarks/search_throughput.py). Calls are therefore pickled (a `SearchTracker`
+while the search ran thousands of tiny torch ops, each of which gives the GIL up and then may wait for the
+interpreter's switch interval to get it back. With this worker (and the span merge, tasks/merge/spans.py)
+the demo search loop spends 17.0-17.8 % of its time outside forward passes, against 24.4-25.2 % for the
+thread, alternating runs of tests/benchmarks/search_throughput.py. Calls are therefore pickled (a `SearchTracker`
 pickles as a reference to the same run, see `SearchTracker.__reduce__`), run in the worker, and reported
 back; the worker dies with the search (a kill -9 of the search leaves no orphan logging on).
 """

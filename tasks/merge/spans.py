@@ -5,7 +5,7 @@ on the inputs at that entry and on its parameters. A run of consecutive output t
 consecutive stretches of every input, in the same models, with the same parameter values, is therefore
 one stretch of numbers to it: merged in one call, it gives entry for entry what merging tensor by tensor
 gives, with one pass of Python and torch dispatch instead of one per tensor. On the demo zoo (39 tensors,
-per-layer weights) that is 6 calls instead of 39, and per-call overhead, not arithmetic, is what a small
+per-layer weights) that is 5 calls instead of 39, and per-call overhead, not arithmetic, is what a small
 model's merge costs. Everything else (TIES, DARE, SLERP, remapped vocabularies) goes tensor by tensor.
 
 The parents are copied once into one flat buffer per dtype, in the order the plan reads them, so that
