@@ -15,6 +15,7 @@ consecutive tensors are consecutive in memory.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -49,7 +50,7 @@ class FlatModel:
             info = source.tensors.get(name)
             if info is None or info.file.suffix == ".bin":
                 continue
-            numel = info.nbytes // info.dtype.itemsize
+            numel = math.prod(info.shape)
             places[name] = Place(info.dtype, sizes.get(info.dtype, 0), numel)
             sizes[info.dtype] = sizes.get(info.dtype, 0) + numel
         buffers = {dtype: torch.empty(size, dtype=dtype) for dtype, size in sizes.items()}
@@ -79,7 +80,7 @@ class Span:
 
     @property
     def numel(self) -> int:
-        return sum(job.nbytes // job.dtype.itemsize for job in self.jobs)
+        return sum(math.prod(job.shape) for job in self.jobs)
 
 
 def group_spans(plan: MergePlan, flat: Mapping[str, FlatModel]) -> list[Span]:
@@ -147,6 +148,6 @@ def iter_span_tensors(
         merged = merge_inputs(plan, dataclasses.replace(first, shape=(numel,)), inputs, device)
         start = 0
         for job in span.jobs:
-            size = job.nbytes // job.dtype.itemsize
+            size = math.prod(job.shape)
             yield job.output_name, merged[start : start + size].view(job.shape)
             start += size
