@@ -116,9 +116,10 @@ def test_errors_are_evaluation_errors(tmp_path: Path) -> None:
 def test_memoized_requests_and_tokens_give_what_plain_lm_eval_gives(
     evaluator: Evaluator, zoo_dir: Path, manifest: ZooManifest
 ) -> None:
-    """The Evaluator builds each task's requests and tokenizes each prompt once (tasks/lm_eval_reuse.py);
-    after the model's weights change in place, its per-prompt results must equal those of lm-eval run
-    plainly (fresh tasks, a plain HFLM) on the same weights."""
+    """The Evaluator builds each task's requests, tokenizes each prompt, decodes each answer and serialises
+    each task config once (tasks/lm_eval_reuse.py); after the model's weights change in place, its
+    per-prompt answers and results, and the configs it reports, must equal those of lm-eval run plainly
+    (fresh tasks, a plain HFLM) on the same weights."""
     from lm_eval.evaluator import evaluate
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager, get_task_dict
@@ -127,6 +128,7 @@ def test_memoized_requests_and_tokens_give_what_plain_lm_eval_gives(
     evaluator.item_scores(model, tokenizer, "exact_match")  # requests and tokens memoized on the add weights
     model.load_state_dict(_load(zoo_dir, "sort")[0].state_dict())
     ours = evaluator.item_scores(model, tokenizer, "exact_match")
+    ours_output = evaluator._run(model, tokenizer, log_samples=True)
 
     manager = TaskManager(include_path=str(evaluator.config.include_path), include_defaults=False)
     plain = evaluate(
@@ -136,9 +138,25 @@ def test_memoized_requests_and_tokens_give_what_plain_lm_eval_gives(
         log_samples=True,
     )
     assert plain is not None
+    assert ours_output["configs"] == plain["configs"]
     for task in SEARCH_TASKS:
         samples = sorted(plain["samples"][task], key=lambda sample: sample["doc_id"])
         assert ours[task] == [float(sample["exact_match"]) for sample in samples]
+        our_samples = sorted(ours_output["samples"][task], key=lambda sample: sample["doc_id"])
+        assert [s["filtered_resps"] for s in our_samples] == [s["filtered_resps"] for s in samples]
+        assert len({tuple(s["filtered_resps"]) for s in samples}) > 10  # answers that differ were compared
     skill_accuracy = manifest.models["sort"].accuracy
     assert sum(ours["evomerge_sort"]) / len(ours["evomerge_sort"]) == skill_accuracy["sort"]
     assert sum(ours["evomerge_add"]) / len(ours["evomerge_add"]) == skill_accuracy["add"]
+
+
+def test_memoized_task_config_follows_set_config() -> None:
+    """A task's serialised config is memoized for the results, but a config changed with `set_config`
+    (lm-eval's own way, e.g. for few-shot overrides) is what the next results report."""
+    evaluator = Evaluator(EvaluationConfig(tasks=("evomerge_add",)))
+    (task,) = evaluator._task_dict.values()
+    first = task.dump_config()
+    first["description"] = "changed by the caller"  # a caller's copy: the memo must not see it
+    assert task.dump_config()["description"] != "changed by the caller"
+    task.set_config("description", "Answer the sum.")
+    assert task.dump_config()["description"] == "Answer the sum."
