@@ -14,6 +14,7 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -107,33 +108,51 @@ class SearchContext:
         return tuple(task_scores(record.scores, self.config.evaluation.metric, self.task_order).values())
 
 
-def _evaluate_candidate(record: CandidateRecord, context: SearchContext) -> None:
+def _evaluate_candidate(
+    record: CandidateRecord,
+    context: SearchContext,
+    merge_next: Callable[[], None] | None = None,
+) -> None:
     """Merge and score one candidate in place; a failure is recorded on the candidate, not raised (except a
-    `StageFailure`, which is the run's, not the candidate's: it fails the flow run for a retry to redo)."""
+    `StageFailure`, which is the run's, not the candidate's: it fails the flow run for a retry to redo).
+    Once it is merged, `merge_next` starts the next candidate's merge ahead, to run while this one is
+    scored (tasks/workbench.py)."""
     config = context.config
     started = time.perf_counter()
+    label = record.candidate_id
+    # quoted: Prefect would otherwise walk the workbench, the evaluator (lm-eval's tasks and their documents)
+    # and the recipe looking for futures, on every call
+    workbench, evaluator, recipe = quote(context.workbench), quote(context.evaluator), quote(record.recipe)
     try:
-        label = record.candidate_id
-        # quoted: Prefect would otherwise walk the workbench, the evaluator (lm-eval's tasks and their
-        # documents) and the recipe looking for futures, on every call
-        workbench, evaluator, recipe = quote(context.workbench), quote(context.evaluator), quote(record.recipe)
         record.tensors_sha256 = stages.merge(
             workbench, recipe, label, key=merge_key(record.recipe, context.parent_hashes)
         )
-        record.scores = stages.evaluate(
-            workbench, evaluator, label, recipe, key=record.key, tensors_sha256=record.tensors_sha256
-        )
-        record.fitness = fitness_of(record.scores, config.evaluation.metric, config.fitness.aggregate)
     except StageFailure:
         raise
     except Exception as error:  # noqa: BLE001 - any candidate failure is recorded and the search goes on
-        record.status = "failed"
-        record.fitness = None
-        record.error = f"{type(error).__name__}: {error}"
-        console.print(f"[red]candidate {record.candidate_id} failed:[/] {record.error}")
-        if not isinstance(error, EvomergeError):
-            console.print(traceback.format_exc(), style="dim")
+        _record_failure(record, error)
+    if merge_next is not None:
+        merge_next()
+    if record.status == "ok":
+        try:
+            record.scores = stages.evaluate(
+                workbench, evaluator, label, recipe, key=record.key, tensors_sha256=record.tensors_sha256
+            )
+            record.fitness = fitness_of(record.scores, config.evaluation.metric, config.fitness.aggregate)
+        except StageFailure:
+            raise
+        except Exception as error:  # noqa: BLE001
+            _record_failure(record, error)
     record.seconds = time.perf_counter() - started
+
+
+def _record_failure(record: CandidateRecord, error: Exception) -> None:
+    record.status = "failed"
+    record.fitness = None
+    record.error = f"{type(error).__name__}: {error}"
+    console.print(f"[red]candidate {record.candidate_id} failed:[/] {record.error}")
+    if not isinstance(error, EvomergeError):
+        console.print(traceback.format_exc(), style="dim")
 
 
 def check_search_inputs(
@@ -239,6 +258,7 @@ def run_search(
             partial(sync_candidates, tracker, list(state.records), parent_hashes),
         )
         context.tracking.submit("end the search run", partial(tracker.finish, ok))
+        context.workbench.close()
         _close_tracking(context)
 
 
@@ -277,6 +297,8 @@ def _prepare(
     )
     workbench = Workbench(paths, reference=config.recipe.get("base_model") or references[0])
     torch.set_num_threads(search_torch_threads(workbench.parameter_count(), _requested_threads()))
+    if _merge_ahead_enabled():
+        workbench.start_merging_ahead()  # its worker starts while the parents are scored
     context = SearchContext(
         config=config,
         genome=genome,
@@ -374,31 +396,65 @@ def _run_generations(context: SearchContext, checkpoint: Checkpoint, state: Sear
     budget = config.budget
     started = time.monotonic()
     with SearchProgress(config, state.evaluations, console) as progress:
-        while algorithm.generation < config.algorithm.generations:
-            generation = algorithm.generation
-            individuals = algorithm.ask()
-            for index, individual in enumerate(individuals):
-                if individual.fitness is not None:  # an elite carried over, already scored
-                    continue
-                if budget.max_evaluations is not None and state.evaluations >= budget.max_evaluations:
-                    return "max_evaluations"
-                if budget.max_minutes is not None and time.monotonic() - started >= 60 * budget.max_minutes:
-                    return "max_minutes"
-                _score(context, state, individual, generation, index)
-                best = best_candidate(state.records)  # the pure function: a Prefect task run per line costs 25 ms
-                progress.update(
-                    evaluations=state.evaluations, generation=generation, best=best.fitness if best else None
-                )
-            algorithm.tell(individuals)
-            checkpoint.history.append(_generation_stats(generation, state, individuals))
-            save_checkpoint(context.out, checkpoint)
-            _print_generation(checkpoint.history[-1], state)
-            if _plateaued(checkpoint.history, budget.plateau_generations, budget.plateau_delta):
-                return "plateau"
+        try:
+            while algorithm.generation < config.algorithm.generations:
+                generation = algorithm.generation
+                individuals = algorithm.ask()
+                for index, individual in enumerate(individuals):
+                    if individual.fitness is not None:  # an elite carried over, already scored
+                        continue
+                    if budget.max_evaluations is not None and state.evaluations >= budget.max_evaluations:
+                        return "max_evaluations"
+                    if budget.max_minutes is not None and time.monotonic() - started >= 60 * budget.max_minutes:
+                        return "max_minutes"
+                    merge_next = partial(_merge_next, context, state, individuals, index)
+                    _score(context, state, individual, generation, index, merge_next)
+                    best = best_candidate(state.records)  # the pure function: a Prefect task run per line costs 25 ms
+                    progress.update(
+                        evaluations=state.evaluations, generation=generation, best=best.fitness if best else None
+                    )
+                context.workbench.settle()
+                algorithm.tell(individuals)
+                checkpoint.history.append(_generation_stats(generation, state, individuals))
+                save_checkpoint(context.out, checkpoint)
+                _print_generation(checkpoint.history[-1], state)
+                if _plateaued(checkpoint.history, budget.plateau_generations, budget.plateau_delta):
+                    return "plateau"
+        finally:
+            context.workbench.settle()
     return "generations"
 
 
-def _score(context: SearchContext, state: SearchState, individual: Individual, generation: int, index: int) -> None:
+def _merge_ahead_enabled() -> bool:
+    return os.environ.get("EVOMERGE_MERGE_AHEAD", "1").strip().lower() not in {"0", "false", "no", "off"}
+
+
+def _merge_next(context: SearchContext, state: SearchState, individuals: list[Individual], index: int) -> None:
+    """Start merging the candidate that will be scored after individual `index`, if the budget leaves
+    room for it: the next one of this generation not scored yet (the current one is not in the log yet)."""
+    limit = context.config.budget.max_evaluations
+    if not context.workbench.merging_ahead or (limit is not None and state.evaluations + 1 >= limit):
+        return
+    current = context.genome.decode(individuals[index].genes).sha256()
+    for later in range(index + 1, len(individuals)):
+        if individuals[later].fitness is not None:
+            continue
+        recipe = context.genome.decode(individuals[later].genes)
+        key = candidate_key(recipe, context.parent_hashes, context.evaluation_key)
+        if key in state.by_key or recipe.sha256() == current:
+            continue
+        context.workbench.merge_ahead(recipe)
+        return
+
+
+def _score(
+    context: SearchContext,
+    state: SearchState,
+    individual: Individual,
+    generation: int,
+    index: int,
+    merge_next: Callable[[], None] | None = None,
+) -> None:
     """Give `individual` its fitness: from the log when its key was scored before, else merged and evaluated."""
     recipe = context.genome.decode(individual.genes)
     key = candidate_key(recipe, context.parent_hashes, context.evaluation_key)
@@ -413,7 +469,7 @@ def _score(context: SearchContext, state: SearchState, individual: Individual, g
             genetic_parents=individual.genetic_parents,
             origin=individual.origin,
         )
-        _evaluate_candidate(record, context)
+        _evaluate_candidate(record, context, merge_next)
         append_candidate(context.out, record)
         state.add(record)
         context.tracking.submit(

@@ -17,11 +17,9 @@ back; the worker dies with the search (a kill -9 of the search leaves no orphan 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import multiprocessing
 import os
 import pickle
-import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -30,11 +28,10 @@ from typing import Any
 from rich.console import Console
 
 from tasks import faults
+from tasks.child_process import die_with
 
 RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
 """Seconds between attempts of a failing call; the last repeats until the call succeeds or the queue closes."""
-
-_PR_SET_PDEATHSIG = 1
 
 
 class TrackingQueue:
@@ -119,7 +116,7 @@ class TrackingQueue:
 
 def _serve(calls: Any, reports: Any, delays: tuple[float, ...], search_pid: int, fault_scope: str) -> None:
     """The worker: runs each call until it succeeds, reporting failures and completions."""
-    _die_with(search_pid)
+    die_with(search_pid)
     with contextlib.suppress(OSError, AttributeError):
         os.nice(10)  # background work: the search's own merges and forward passes come first
     faults.set_fault_scope(fault_scope)
@@ -148,19 +145,3 @@ def _serve(calls: Any, reports: Any, delays: tuple[float, ...], search_pid: int,
             unreachable_since = None
             reports.put(("done", sequence, recovered))
             break
-
-
-def _die_with(search_pid: int) -> None:
-    """Ask Linux to kill this worker when the search process dies (kill -9 included); elsewhere, a thread
-    watches for the search to go away."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) == 0 and os.getppid() == search_pid:
-            return
-
-    def watch() -> None:
-        while os.getppid() == search_pid:
-            time.sleep(1.0)
-        os._exit(0)
-
-    threading.Thread(target=watch, daemon=True).start()

@@ -3,10 +3,18 @@
 Building a model, reloading a tokenizer or writing a candidate to disk would cost more than scoring it on
 the demo zoo; a candidate here costs one pass over the weights. A candidate is still its recipe: the
 tensors loaded here are bit-identical to what `evomerge merge` writes for the same recipe.
+
+Small models on the CPU can get a second, spare model (`start_merging_ahead`): the search merges the
+next candidate into it in a worker process while the live model is being scored (`merge_ahead`,
+tasks/merge_ahead.py), and the next candidate's merge task finds it done and makes the spare the live
+model. On the demo zoo a merge costs as much as a fourteenth of a candidate's forward passes.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -18,25 +26,70 @@ from tasks.merge.plan import MergePlan, plan_merge
 from tasks.merge.recipe import Recipe
 from tasks.merge.spans import FlatModel, flatten_parents, iter_span_tensors
 from tasks.merge.tensor_io import ModelSource
+from tasks.merge_ahead import MergeAheadWorker, MergeWorkerLost
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Slot:
+    """A model the workbench writes candidates into, and what it holds now: a recipe's sha256,
+    `parent:NAME`, or None while it is being written (or after a write failed)."""
+
+    model: PreTrainedModel
+    holds: str | None
+    index: int
+    """Which of the merge-ahead worker's models this is."""
+
+    def __post_init__(self) -> None:
+        self.state = self.model.state_dict(keep_vars=True)
 
 
 class Workbench:
     def __init__(self, parents: dict[str, Path], reference: str, device: str = "cpu") -> None:
         self.paths = dict(parents)
         self.device = device
+        self.reference = reference
         self.sources = {name: ModelSource(name, path) for name, path in self.paths.items()}
         for source in self.sources.values():
             source.resident = True
-        self.model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(self.paths[reference]).to(device)
-        self.model.eval()
+        self._live = _Slot(self._load_reference(), holds=f"parent:{reference}", index=0)
+        self._spare: _Slot | None = None
+        """Built by `start_merging_ahead`: a second model costs its memory, small models only."""
         self.tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(self.paths[reference])
-        self.holds: str | None = f"parent:{reference}"
-        """What the live model holds now: a recipe's sha256, or `parent:NAME`."""
         self._parameters = sum(parameter.numel() for parameter in self.model.parameters())
-        self._state = self.model.state_dict(keep_vars=True)
         self._flat: dict[str, FlatModel] | None = None
         """The parents laid end to end (tasks/merge/spans.py), for small models: there a merge costs its
         per-tensor overhead, not its arithmetic. Built on the first merge, in the order its plan reads."""
+        self._merging = threading.Lock()
+        """One merge at a time: a merge ahead and a merge into the live model share the parents' sources
+        and flat buffers (the workbench settles a merge ahead before it merges anything else anyway)."""
+        self._worker: MergeAheadWorker | None = None
+        self._ahead: str | None = None
+        """The recipe (sha256) being merged ahead into the spare."""
+
+    def _load_reference(self) -> PreTrainedModel:
+        model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(self.paths[self.reference]).to(self.device)
+        return model.eval()
+
+    @property
+    def model(self) -> PreTrainedModel:
+        """The live model: what `evaluate` scores."""
+        return self._live.model
+
+    @property
+    def holds(self) -> str | None:
+        """What the live model holds now: a recipe's sha256, or `parent:NAME`."""
+        return self._live.holds
+
+    @property
+    def merging_ahead(self) -> bool:
+        """Whether `merge_ahead` does anything (its worker is running)."""
+        return self._worker is not None
+
+    @property
+    def can_merge_ahead(self) -> bool:
+        return self._parameters < SMALL_MODEL_PARAMETERS and torch.device(self.device).type == "cpu"
 
     def parameter_count(self) -> int:
         return self._parameters
@@ -45,17 +98,94 @@ class Workbench:
         return plan_merge(recipe, self.paths, "candidate recipe", opened=self.sources)
 
     def load_recipe(self, recipe: Recipe) -> str:
-        """Merge `recipe` into the live model; returns the merged tensors' sha256."""
-        self.holds = None
-        plan = self.plan(recipe)
-        if self._parameters < SMALL_MODEL_PARAMETERS:
-            if self._flat is None:
-                self._flat = flatten_parents(plan)
-            digest = write_into_model(iter_span_tensors(plan, self._flat, self.device), self.model, self._state)
-        else:
-            digest = load_into_model(plan, self.model, self.device)
-        self.holds = recipe.sha256()
+        """Merge `recipe` into the live model; returns the merged tensors' sha256. When `recipe` is what
+        `merge_ahead` was given, this takes that merge's result and makes the spare model live instead."""
+        digest = self._take_ahead(recipe)
+        return digest if digest is not None else self._merge_into(self._live, recipe)
+
+    def start_merging_ahead(self, wait: float = 0.0) -> bool:
+        """Build the spare model and start the merge-ahead worker, waiting up to `wait` seconds for it to
+        be ready (it imports torch meanwhile: ~2 s, while the search scores the parents; merges ahead start
+        once it is ready). False, and nothing started, for models too large for a spare or not on the CPU."""
+        if self._worker is None and self.can_merge_ahead:
+            self._spare = _Slot(self._load_reference(), holds=None, index=1)
+            slots = sorted((self._live, self._spare), key=lambda slot: slot.index)
+            self._worker = MergeAheadWorker(self.paths, [slot.state for slot in slots])
+        if self._worker is not None and wait > 0:
+            self._worker.ready(wait)
+        return self._worker is not None
+
+    def merge_ahead(self, recipe: Recipe) -> None:
+        """Start merging `recipe` into the spare model, leaving the live model as it is (it is about to be
+        scored); the next `load_recipe(recipe)` takes the result. Nothing without `start_merging_ahead`."""
+        if self._worker is None or self._spare is None:
+            return
+        self.settle()
+        self._spare.holds = None
+        try:
+            if not self._worker.ready():
+                return
+            self._worker.start(self._spare.index, recipe)
+        except MergeWorkerLost as error:
+            self._lose_worker(error)
+            return
+        self._ahead = recipe.sha256()
+
+    def settle(self) -> None:
+        """Wait out a merge still running ahead, its result unwanted (the search stopped before its
+        candidate); after this nothing writes the spare until the next `merge_ahead`."""
+        if self._ahead is None or self._worker is None:
+            return
+        self._ahead = None
+        try:
+            self._worker.result()
+        except MergeWorkerLost as error:
+            self._lose_worker(error)
+        except Exception:  # noqa: BLE001,S110 - a candidate that will not be scored; its error is not wanted
+            pass
+
+    def close(self) -> None:
+        """Stop the merge-ahead worker, if any."""
+        self.settle()
+        if self._worker is not None:
+            self._worker.close()
+            self._worker = None
+
+    def _take_ahead(self, recipe: Recipe) -> str | None:
+        if self._ahead != recipe.sha256():
+            self.settle()
+            return None
+        assert self._worker is not None and self._spare is not None
+        self._ahead = None
+        try:
+            digest = self._worker.result()
+        except MergeWorkerLost as error:
+            self._lose_worker(error)
+            return None
+        except Exception:  # noqa: BLE001 - merged again here, so the error comes with its own traceback
+            return None
+        self._spare.holds = recipe.sha256()
+        self._live, self._spare = self._spare, self._live
         return digest
+
+    def _lose_worker(self, error: Exception) -> None:
+        _log.warning("%s; merging in the search process from now on", error)
+        self._worker = None
+        self._ahead = None
+
+    def _merge_into(self, slot: _Slot, recipe: Recipe) -> str:
+        """Merge in this process (the live model, or everything when there is no worker)."""
+        with self._merging:
+            slot.holds = None
+            plan = self.plan(recipe)
+            if self._parameters < SMALL_MODEL_PARAMETERS:
+                if self._flat is None:
+                    self._flat = flatten_parents(plan)
+                digest = write_into_model(iter_span_tensors(plan, self._flat, self.device), slot.model, slot.state)
+            else:
+                digest = load_into_model(plan, slot.model, self.device)
+            slot.holds = recipe.sha256()
+            return digest
 
     def ensure(self, recipe: Recipe, tensors_sha256: str | None = None) -> None:
         """Make the live model hold `recipe` (its merge may have come from a cache, in another process);
@@ -72,9 +202,14 @@ class Workbench:
     def load_parent(self, name: str) -> str:
         """Put one parent's own weights in the live model (to score the parents with the same machinery)."""
         source = self.sources[name]
-        self.holds = None
-        digest = write_into_model(((tensor, source.get(tensor)) for tensor in source.tensors), self.model)
-        self.holds = f"parent:{name}"
+        self.settle()
+        live = self._live
+        with self._merging:
+            live.holds = None
+            digest = write_into_model(
+                ((tensor, source.get(tensor)) for tensor in source.tensors), live.model, live.state
+            )
+            live.holds = f"parent:{name}"
         return digest
 
 

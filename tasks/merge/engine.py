@@ -203,8 +203,11 @@ def write_into_model(
     would silently keep stale or converted weights that differ from what a disk merge gives. `state` is
     `model.state_dict(keep_vars=True)`, for a caller that writes the same model over and over. The given
     tensors are hashed on a second thread: they must not change before this returns."""
-    if state is None:
-        state = model.state_dict(keep_vars=True)
+    return write_into_state(named_tensors, model.state_dict(keep_vars=True) if state is None else state)
+
+
+def write_into_state(named_tensors: Iterable[tuple[str, torch.Tensor]], state: Mapping[str, torch.Tensor]) -> str:
+    """`write_into_model` on a model's tensors by name (which may live in another process's model)."""
     hashes: dict[str, Future[str]] = {}
     written: set[int] = set()
     with torch.no_grad():

@@ -9,9 +9,11 @@ clocks are added for the measurement only: one around the search loop (`flows.se
 which covers every candidate's merge, evaluation, MLflow logging, checkpoint), one around
 `GenerationMixin.generate`, where lm-eval's generation (every forward pass) happens, and one around the
 whole lm-eval call (`Evaluator._run`: building the requests, generating, scoring the answers). Two
-more split what is left per candidate: one around the in-memory merge (`Workbench.load_recipe`) and one
-around the merge and evaluate task calls (Prefect's task runs, with what they run inside). Parent
-scoring, the held-out report and start-up are outside the loop and not counted.
+more split what is left per candidate: one around the merge as the search's thread waits for it
+(`Workbench.load_recipe`: a merge into the live model, or the wait for the merge that ran ahead on the
+workbench's helper thread) and one around the merge and evaluate task calls (Prefect's task runs, with what
+they run inside). Parent scoring, the held-out report and start-up are outside the loop and not counted.
+`EVOMERGE_MERGE_AHEAD=0` turns merging ahead off (tasks/workbench.py), for a side-by-side measurement.
 """
 
 from __future__ import annotations
@@ -50,6 +52,20 @@ class Clock:
         return timed
 
 
+class TimedTask:
+    """A Prefect task whose direct calls are timed; `.submit` and the rest pass through untouched."""
+
+    def __init__(self, task: Any, clock: Clock) -> None:
+        self._task = task
+        self._call = clock.wrap(task.__call__)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._call(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._task, name)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "searches" / "demo.yaml")
@@ -82,8 +98,8 @@ def main() -> None:
     from tasks.evaluate import Evaluator
     from tasks.workbench import Workbench
 
-    loop, forward, scoring, merging, tasks = Clock(), Clock(), Clock(), Clock(), Clock()
-    inner = (forward, scoring, merging, tasks)
+    loop, forward, scoring, merging, waiting, tasks = Clock(), Clock(), Clock(), Clock(), Clock(), Clock()
+    inner = (forward, scoring, merging, waiting, tasks)
     for clock in inner:
         clock.active = False
     original_loop = search_module._run_generations
@@ -101,9 +117,10 @@ def main() -> None:
     GenerationMixin.generate = forward.wrap(GenerationMixin.generate)  # type: ignore[method-assign]
     Evaluator._run = scoring.wrap(Evaluator._run)  # type: ignore[method-assign]
     Workbench.load_recipe = merging.wrap(Workbench.load_recipe)  # type: ignore[method-assign]
+    Workbench._take_ahead = waiting.wrap(Workbench._take_ahead)  # type: ignore[method-assign]
     # the whole task runs, Prefect's engine included
-    stages_module.merge = tasks.wrap(stages_module.merge)  # type: ignore[assignment]
-    stages_module.evaluate = tasks.wrap(stages_module.evaluate)  # type: ignore[assignment]
+    stages_module.merge = TimedTask(stages_module.merge, tasks)  # type: ignore[assignment]
+    stages_module.evaluate = TimedTask(stages_module.evaluate, tasks)  # type: ignore[assignment]
 
     started = time.perf_counter()
     if args.without_candidate_logging:
@@ -116,6 +133,8 @@ def main() -> None:
     evaluations = summary["evaluations"]
     outside = loop.seconds - forward.seconds
     print(f"config: {args.config} ({config['algorithm'].get('name', 'ga')}), budget {args.evaluations} evaluations")
+    merge_ahead = os.environ.get("EVOMERGE_MERGE_AHEAD", "1").strip().lower() not in {"0", "false", "no", "off"}
+    print(f"merge ahead (EVOMERGE_MERGE_AHEAD): {'on' if merge_ahead else 'off'}")
     if args.without_candidate_logging:
         print("experiment: candidates NOT logged to MLflow")
     print(f"whole search (start-up, parents, loop, winner): {total:.1f} s")
@@ -133,9 +152,10 @@ def main() -> None:
     prefect = tasks.seconds - merging.seconds - scoring.seconds
     print(
         f"per candidate: generate {forward.seconds * per:.1f} ms, lm-eval around it "
-        f"{(scoring.seconds - forward.seconds) * per:.1f} ms, merge {merging.seconds * per:.1f} ms, "
-        f"Prefect's two task runs {prefect * per:.1f} ms, the rest of the loop "
-        f"{(loop.seconds - tasks.seconds) * per:.1f} ms"
+        f"{(scoring.seconds - forward.seconds) * per:.1f} ms, merge (as the loop waits for it) "
+        f"{merging.seconds * per:.1f} ms (of which waiting for a merge ahead {waiting.seconds * per:.1f} ms), "
+        f"Prefect's two task runs {prefect * per:.1f} ms, "
+        f"the rest of the loop {(loop.seconds - tasks.seconds) * per:.1f} ms"
     )
 
 

@@ -186,3 +186,27 @@ def test_karcher_dots_side_by_side_equal_one_by_one() -> None:
     finally:
         torch.set_num_threads(threads)
     assert [d.item() for d in side_by_side] == [torch.dot(mean, unit).item() for unit in units]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("count", [1, 3])
+@pytest.mark.parametrize("normalize", [False, True])
+def test_deltas_computed_a_block_at_a_time_equal_the_whole_deltas(
+    dtype: torch.dtype, count: int, normalize: bool
+) -> None:
+    """Unpruned task vectors are computed block by block (never whole, `FUSED_BLOCK`); the result must be
+    bit for bit what the whole [n, numel] deltas give (the path the mergekit parity tests pin), across
+    several blocks and a ragged last one, with models stored in another dtype than the base."""
+    from tasks.merge.methods.task_vectors import FUSED_BLOCK, combine_task_vectors, task_vectors
+
+    torch.manual_seed(count)
+    shape = (5, (FUSED_BLOCK * 2 + FUSED_BLOCK // 2 + 7) // 5)
+    base = torch.randn(shape).to(dtype)
+    models = [(base.float() + 0.05 * torch.randn(shape)).to(torch.float32 if i % 2 else dtype) for i in range(count)]
+    weight = [0.4 + 0.3 * i for i in range(count)]
+    fused = combine_task_vectors(base, models, weight, normalize=normalize, scale=0.7)
+    whole = combine_task_vectors(
+        base, models, weight, normalize=normalize, scale=0.7, deltas=task_vectors(base, models)
+    )
+    assert fused.dtype == dtype and fused.shape == base.shape
+    assert torch.equal(fused, whole)

@@ -42,6 +42,12 @@ COMBINE_BLOCK = 1 << 18
 """Entries per block when combining task vectors: the combination is elementwise once the deltas are
 pruned, so it runs block by block with every temporary in the CPU caches (same result, bit for bit)."""
 
+FUSED_BLOCK = 1 << 17
+"""Entries per block when the deltas are not pruned and are computed block by block too (task arithmetic,
+linear-like task-vector merges): a block's temporaries stay in the CPU caches, and the whole
+[n, numel] deltas (n times the tensor) are never allocated. On the demo zoo's merge spans (0.87M entries,
+2 models, float32) blocks of 2^15 to 2^17 entries were fastest."""
+
 
 def combine_task_vectors(
     base: Tensor,
@@ -53,15 +59,25 @@ def combine_task_vectors(
     consensus: bool = False,
     deltas: Tensor | None = None,
 ) -> Tensor:
-    """base + λ · mix(w · deltas); `deltas` may be given already sparsified (and is scaled in place)."""
+    """base + λ · mix(w · deltas); `deltas` may be given already sparsified (and is scaled in place).
+    Without `deltas` they are computed a block at a time, never whole: the same values, bit for bit."""
     if not models:
         return base
-    if deltas is None:
-        deltas = task_vectors(base, models)
     flat_base = base.reshape(-1)
+    result = torch.empty_like(flat_base)
+    if deltas is None:
+        flat_models = [model.reshape(-1) for model in models]
+        block_deltas = base.new_empty((len(models), min(FUSED_BLOCK, flat_base.numel())))
+        weights = weights_like(block_deltas, weight)
+        for start in range(0, flat_base.numel(), FUSED_BLOCK):
+            stop = min(start + FUSED_BLOCK, flat_base.numel())
+            block = block_deltas[:, : stop - start]
+            for index, model in enumerate(flat_models):
+                torch.sub(model[start:stop].to(base.dtype), flat_base[start:stop], out=block[index])
+            result[start:stop] = _combine_block(flat_base[start:stop], block, weights, normalize, scale, consensus)
+        return result.view(base.shape)
     flat_deltas = deltas.reshape(len(models), -1)
     weights = weights_like(flat_deltas, weight)
-    result = torch.empty_like(flat_base)
     for start in range(0, flat_base.numel(), COMBINE_BLOCK):
         stop = min(start + COMBINE_BLOCK, flat_base.numel())
         result[start:stop] = _combine_block(
@@ -103,8 +119,9 @@ def generalized_task_arithmetic(
     """Task vectors, each sparsified by `prune`, then combined (mergekit's generalized task arithmetic)."""
     if not models:
         return base
-    deltas = task_vectors(base, models)
+    deltas = None
     if prune is not None:
+        deltas = task_vectors(base, models)
         for index in range(len(models)):
             deltas[index] = prune(deltas[index], index)
     return combine_task_vectors(
