@@ -178,7 +178,7 @@ class Evaluator:
         from lm_eval.evaluator import evaluate
 
         if any(module.training for module in model.modules()):
-            model.eval()  # a full walk that sets every module's flag: ~0.7 ms a call on the demo zoo
+            model.eval()  # a walk that sets every module's flag: not on every call
         lm = self._wrapper_for(model, tokenizer)
         try:
             with _progress_bars_hidden():
