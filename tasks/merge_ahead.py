@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,24 @@ from tasks.merge.recipe import Recipe
 
 class MergeWorkerLost(EvomergeError):
     """The worker process is gone (killed, out of memory): the workbench merges in-process from then on."""
+
+
+SHARED_MEMORY = Path("/dev/shm")
+
+
+def shared_memory_shortfall(needed_bytes: int, folder: Path = SHARED_MEMORY) -> str | None:
+    """Why `needed_bytes` of models should not go to shared memory here, or None when they fit twice over.
+    A full /dev/shm (64 MB in a default Docker container) does not fail cleanly: the process writing a page
+    that does not fit dies of SIGBUS, so the room is checked first."""
+    if not folder.is_dir():
+        return None  # no tmpfs to check (not Linux): torch shares through its own files
+    free = shutil.disk_usage(folder).free
+    if free >= 2 * needed_bytes:
+        return None
+    return (
+        f"{folder} has {free / 2**20:.0f} MiB free, the spare and live models need {needed_bytes / 2**20:.0f} MiB "
+        "there (twice that free, for headroom); a larger --shm-size would allow it"
+    )
 
 
 class MergeAheadWorker:

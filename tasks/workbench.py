@@ -13,7 +13,6 @@ model. On the demo zoo a merge costs as much as a fourteenth of a candidate's fo
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from tasks.merge.plan import MergePlan, plan_merge
 from tasks.merge.recipe import Recipe
 from tasks.merge.spans import FlatModel, flatten_parents, iter_span_tensors
 from tasks.merge.tensor_io import ModelSource
-from tasks.merge_ahead import MergeAheadWorker, MergeWorkerLost
+from tasks.merge_ahead import MergeAheadWorker, MergeWorkerLost, shared_memory_shortfall
 
 _log = logging.getLogger(__name__)
 
@@ -61,9 +60,6 @@ class Workbench:
         self._flat: dict[str, FlatModel] | None = None
         """The parents laid end to end (tasks/merge/spans.py), for small models: there a merge costs its
         per-tensor overhead, not its arithmetic. Built on the first merge, in the order its plan reads."""
-        self._merging = threading.Lock()
-        """One merge at a time: a merge ahead and a merge into the live model share the parents' sources
-        and flat buffers (the workbench settles a merge ahead before it merges anything else anyway)."""
         self._worker: MergeAheadWorker | None = None
         self._ahead: str | None = None
         """The recipe (sha256) being merged ahead into the spare."""
@@ -108,6 +104,11 @@ class Workbench:
         be ready (it imports torch meanwhile: ~2 s, while the search scores the parents; merges ahead start
         once it is ready). False, and nothing started, for models too large for a spare or not on the CPU."""
         if self._worker is None and self.can_merge_ahead:
+            model_bytes = sum(tensor.numel() * tensor.element_size() for tensor in self._live.state.values())
+            short = shared_memory_shortfall(2 * model_bytes)
+            if short:
+                _log.warning("not merging ahead: %s", short)
+                return False
             self._spare = _Slot(self._load_reference(), holds=None, index=1)
             slots = sorted((self._live, self._spare), key=lambda slot: slot.index)
             self._worker = MergeAheadWorker(self.paths, [slot.state for slot in slots])
@@ -175,17 +176,16 @@ class Workbench:
 
     def _merge_into(self, slot: _Slot, recipe: Recipe) -> str:
         """Merge in this process (the live model, or everything when there is no worker)."""
-        with self._merging:
-            slot.holds = None
-            plan = self.plan(recipe)
-            if self._parameters < SMALL_MODEL_PARAMETERS:
-                if self._flat is None:
-                    self._flat = flatten_parents(plan)
-                digest = write_into_model(iter_span_tensors(plan, self._flat, self.device), slot.model, slot.state)
-            else:
-                digest = load_into_model(plan, slot.model, self.device)
-            slot.holds = recipe.sha256()
-            return digest
+        slot.holds = None
+        plan = self.plan(recipe)
+        if self._parameters < SMALL_MODEL_PARAMETERS:
+            if self._flat is None:
+                self._flat = flatten_parents(plan)
+            digest = write_into_model(iter_span_tensors(plan, self._flat, self.device), slot.model, slot.state)
+        else:
+            digest = load_into_model(plan, slot.model, self.device)
+        slot.holds = recipe.sha256()
+        return digest
 
     def ensure(self, recipe: Recipe, tensors_sha256: str | None = None) -> None:
         """Make the live model hold `recipe` (its merge may have come from a cache, in another process);
