@@ -204,12 +204,9 @@ class Workbench:
         source = self.sources[name]
         self.settle()
         live = self._live
-        with self._merging:
-            live.holds = None
-            digest = write_into_model(
-                ((tensor, source.get(tensor)) for tensor in source.tensors), live.model, live.state
-            )
-            live.holds = f"parent:{name}"
+        live.holds = None
+        digest = write_into_model(((tensor, source.get(tensor)) for tensor in source.tensors), live.model, live.state)
+        live.holds = f"parent:{name}"
         return digest
 
 

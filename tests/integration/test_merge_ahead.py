@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from transformers import AutoModelForCausalLM
 
 from tasks.errors import EvomergeError
 from tasks.merge.engine import tensors_sha256
@@ -98,3 +99,18 @@ def test_a_lost_worker_leaves_the_search_merging_in_process(pair: tuple[Workbenc
     ahead.merge_ahead(recipe)
     assert ahead.load_recipe(recipe) == plain.load_recipe(recipe) == _live_sha256(ahead)
     assert not ahead.merging_ahead
+
+
+def test_a_parent_loaded_while_a_merge_runs_ahead_is_the_parent(
+    pair: tuple[Workbench, Workbench], zoo_dir: Path
+) -> None:
+    """Scoring a parent settles a merge running ahead first, then writes the parent's own weights into the
+    live model; the abandoned merge is not taken for the next candidate by mistake."""
+    ahead, plain = pair
+    abandoned = _recipe(0.2, 1.3)
+    ahead.merge_ahead(abandoned)
+    digest = ahead.load_parent("a")
+    assert digest == _live_sha256(ahead)
+    assert digest == tensors_sha256(AutoModelForCausalLM.from_pretrained(zoo_dir / "add").state_dict().items())
+    assert ahead.holds == "parent:a"
+    assert ahead.load_recipe(abandoned) == plain.load_recipe(abandoned) == _live_sha256(ahead)
