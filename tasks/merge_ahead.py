@@ -116,16 +116,9 @@ def _serve(connection: Any, paths: dict[str, str], slots: list[dict[str, torch.T
     """The worker: the parents opened once and laid flat, then one merge per request."""
     die_with(parent_pid)
     torch.set_num_threads(1)
-    from tasks.merge.engine import write_into_state
-    from tasks.merge.plan import plan_merge
-    from tasks.merge.spans import FlatModel, flatten_parents, iter_span_tensors
-    from tasks.merge.tensor_io import ModelSource
+    from tasks.merge.spans import ResidentParents
 
-    sources = {name: ModelSource(name, Path(path)) for name, path in paths.items()}
-    for source in sources.values():
-        source.resident = True
-    parent_paths = {name: Path(path) for name, path in paths.items()}
-    flat: dict[str, FlatModel] | None = None
+    parents = ResidentParents({name: Path(path) for name, path in paths.items()})
     connection.send(("ready", None))
     while True:
         try:
@@ -136,10 +129,7 @@ def _serve(connection: Any, paths: dict[str, str], slots: list[dict[str, torch.T
             return
         slot, recipe = request
         try:
-            plan = plan_merge(recipe, parent_paths, "candidate recipe", opened=sources)
-            if flat is None:
-                flat = flatten_parents(plan)
-            reply: tuple[str, Any] = ("ok", write_into_state(iter_span_tensors(plan, flat), slots[slot]))
+            reply: tuple[str, Any] = ("ok", parents.merge_into(recipe, slots[slot]))
         except Exception as error:  # noqa: BLE001 - every failure goes back to the search, which decides
             reply = ("error", error)
             try:

@@ -20,11 +20,10 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from tasks.errors import ModelMismatchError
-from tasks.merge.engine import load_into_model, write_into_model
-from tasks.merge.plan import MergePlan, plan_merge
+from tasks.merge.engine import load_into_model, write_into_state
+from tasks.merge.plan import MergePlan
 from tasks.merge.recipe import Recipe
-from tasks.merge.spans import FlatModel, flatten_parents, iter_span_tensors
-from tasks.merge.tensor_io import ModelSource
+from tasks.merge.spans import ResidentParents
 from tasks.merge_ahead import MergeAheadWorker, MergeWorkerLost, shared_memory_shortfall
 
 _log = logging.getLogger(__name__)
@@ -38,7 +37,7 @@ class _Slot:
     model: PreTrainedModel
     holds: str | None
     index: int
-    """Which of the merge-ahead worker's models this is."""
+    """Which of the merge-ahead worker's models this is: the live model at the start is 0, the spare 1."""
 
     def __post_init__(self) -> None:
         self.state = self.model.state_dict(keep_vars=True)
@@ -49,17 +48,12 @@ class Workbench:
         self.paths = dict(parents)
         self.device = device
         self.reference = reference
-        self.sources = {name: ModelSource(name, path) for name, path in self.paths.items()}
-        for source in self.sources.values():
-            source.resident = True
+        self._parents = ResidentParents(self.paths)
         self._live = _Slot(self._load_reference(), holds=f"parent:{reference}", index=0)
         self._spare: _Slot | None = None
         """Built by `start_merging_ahead`: a second model costs its memory, small models only."""
         self.tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(self.paths[reference])
         self._parameters = sum(parameter.numel() for parameter in self.model.parameters())
-        self._flat: dict[str, FlatModel] | None = None
-        """The parents laid end to end (tasks/merge/spans.py), for small models: there a merge costs its
-        per-tensor overhead, not its arithmetic. Built on the first merge, in the order its plan reads."""
         self._worker: MergeAheadWorker | None = None
         self._ahead: str | None = None
         """The recipe (sha256) being merged ahead into the spare."""
@@ -91,13 +85,13 @@ class Workbench:
         return self._parameters
 
     def plan(self, recipe: Recipe) -> MergePlan:
-        return plan_merge(recipe, self.paths, "candidate recipe", opened=self.sources)
+        return self._parents.plan(recipe)
 
     def load_recipe(self, recipe: Recipe) -> str:
         """Merge `recipe` into the live model; returns the merged tensors' sha256. When `recipe` is what
         `merge_ahead` was given, this takes that merge's result and makes the spare model live instead."""
         digest = self._take_ahead(recipe)
-        return digest if digest is not None else self._merge_into(self._live, recipe)
+        return digest if digest is not None else self._merge_into_live(recipe)
 
     def start_merging_ahead(self, wait: float = 0.0) -> bool:
         """Build the spare model and start the merge-ahead worker, waiting up to `wait` seconds for it to
@@ -110,8 +104,7 @@ class Workbench:
                 _log.warning("not merging ahead: %s", short)
                 return False
             self._spare = _Slot(self._load_reference(), holds=None, index=1)
-            slots = sorted((self._live, self._spare), key=lambda slot: slot.index)
-            self._worker = MergeAheadWorker(self.paths, [slot.state for slot in slots])
+            self._worker = MergeAheadWorker(self.paths, [self._live.state, self._spare.state])
         if self._worker is not None and wait > 0:
             self._worker.ready(wait)
         return self._worker is not None
@@ -174,17 +167,16 @@ class Workbench:
         self._worker = None
         self._ahead = None
 
-    def _merge_into(self, slot: _Slot, recipe: Recipe) -> str:
-        """Merge in this process (the live model, or everything when there is no worker)."""
-        slot.holds = None
-        plan = self.plan(recipe)
+    def _merge_into_live(self, recipe: Recipe) -> str:
+        """Merge in this process. Small models merge span by span (tasks/merge/spans.py): there a merge
+        costs its per-tensor overhead, not its arithmetic."""
+        live = self._live
+        live.holds = None
         if self._parameters < SMALL_MODEL_PARAMETERS:
-            if self._flat is None:
-                self._flat = flatten_parents(plan)
-            digest = write_into_model(iter_span_tensors(plan, self._flat, self.device), slot.model, slot.state)
+            digest = self._parents.merge_into(recipe, live.state, self.device)
         else:
-            digest = load_into_model(plan, slot.model, self.device)
-        slot.holds = recipe.sha256()
+            digest = load_into_model(self.plan(recipe), live.model, self.device)
+        live.holds = recipe.sha256()
         return digest
 
     def ensure(self, recipe: Recipe, tensors_sha256: str | None = None) -> None:
@@ -201,11 +193,11 @@ class Workbench:
 
     def load_parent(self, name: str) -> str:
         """Put one parent's own weights in the live model (to score the parents with the same machinery)."""
-        source = self.sources[name]
+        source = self._parents.sources[name]
         self.settle()
         live = self._live
         live.holds = None
-        digest = write_into_model(((tensor, source.get(tensor)) for tensor in source.tensors), live.model, live.state)
+        digest = write_into_state(((tensor, source.get(tensor)) for tensor in source.tensors), live.state)
         live.holds = f"parent:{name}"
         return digest
 

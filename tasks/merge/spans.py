@@ -18,12 +18,14 @@ import dataclasses
 import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from tasks.merge.engine import merge_inputs, merge_job, release_inputs
-from tasks.merge.plan import MergePlan, TensorJob
+from tasks.merge.engine import merge_inputs, merge_job, release_inputs, write_into_state
+from tasks.merge.plan import MergePlan, TensorJob, plan_merge
+from tasks.merge.recipe import Recipe
 from tasks.merge.tensor_io import ModelSource
 
 
@@ -151,3 +153,27 @@ def iter_span_tensors(
             size = math.prod(job.shape)
             yield job.output_name, merged[start : start + size].view(job.shape)
             start += size
+
+
+class ResidentParents:
+    """Parent models opened once and held in memory, merged span by span into a model's tensors by name:
+    the workbench's own merges and the merge-ahead worker's (tasks/merge_ahead.py) are this code."""
+
+    def __init__(self, paths: Mapping[str, Path]) -> None:
+        self.paths = dict(paths)
+        self.sources = {name: ModelSource(name, path) for name, path in self.paths.items()}
+        for source in self.sources.values():
+            source.resident = True
+        self._flat: dict[str, FlatModel] | None = None
+        """The parents laid end to end, built on the first merge, in the order its plan reads them."""
+
+    def plan(self, recipe: Recipe) -> MergePlan:
+        return plan_merge(recipe, self.paths, "candidate recipe", opened=self.sources)
+
+    def merge_into(self, recipe: Recipe, state: Mapping[str, torch.Tensor], device: str = "cpu") -> str:
+        """Merge `recipe` into `state` (a model's tensors by name, overwritten in place); returns the merged
+        tensors' sha256."""
+        plan = self.plan(recipe)
+        if self._flat is None:
+            self._flat = flatten_parents(plan)
+        return write_into_state(iter_span_tensors(plan, self._flat, device), state)
