@@ -297,7 +297,7 @@ def _prepare(
     )
     workbench = Workbench(paths, reference=config.recipe.get("base_model") or references[0])
     torch.set_num_threads(search_torch_threads(workbench.parameter_count(), _requested_threads()))
-    if _merge_ahead_enabled():
+    if merge_ahead_enabled():
         workbench.start_merging_ahead()  # its worker starts while the parents are scored
     context = SearchContext(
         config=config,
@@ -425,7 +425,7 @@ def _run_generations(context: SearchContext, checkpoint: Checkpoint, state: Sear
     return "generations"
 
 
-def _merge_ahead_enabled() -> bool:
+def merge_ahead_enabled() -> bool:
     return os.environ.get("EVOMERGE_MERGE_AHEAD", "1").strip().lower() not in {"0", "false", "no", "off"}
 
 

@@ -133,8 +133,7 @@ def main() -> None:
     evaluations = summary["evaluations"]
     outside = loop.seconds - forward.seconds
     print(f"config: {args.config} ({config['algorithm'].get('name', 'ga')}), budget {args.evaluations} evaluations")
-    merge_ahead = os.environ.get("EVOMERGE_MERGE_AHEAD", "1").strip().lower() not in {"0", "false", "no", "off"}
-    print(f"merge ahead (EVOMERGE_MERGE_AHEAD): {'on' if merge_ahead else 'off'}")
+    print(f"merge ahead (EVOMERGE_MERGE_AHEAD): {'on' if search_module.merge_ahead_enabled() else 'off'}")
     if args.without_candidate_logging:
         print("experiment: candidates NOT logged to MLflow")
     print(f"whole search (start-up, parents, loop, winner): {total:.1f} s")
