@@ -82,6 +82,9 @@ class TrackingQueue:
         left = self.pending()
         if left or not self._process.is_alive():
             self._process.terminate()  # mid-retry: what it had not done is reported, and synced next time
+            # what the worker never read may still fill the pipe, and at exit the queue's feeder thread
+            # would wait forever for a reader: those calls are in `left`, so nothing is lost by dropping them
+            self._calls.cancel_join_thread()
         else:
             self._calls.put(None)
         self._process.join(timeout=max(0.0, deadline - time.monotonic()) + 5.0)

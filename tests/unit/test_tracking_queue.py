@@ -72,6 +72,37 @@ def test_close_returns_what_is_still_undone_after_the_timeout(tmp_path: Path) ->
     assert not (tmp_path / "log").exists()
 
 
+OUTAGE_EXIT_SCRIPT = """
+import io, sys
+from functools import partial
+from rich.console import Console
+from flows.tracking_queue import TrackingQueue
+sys.path.insert(0, sys.argv[1])
+from test_tracking_queue import down_with
+tracking = TrackingQueue(Console(file=io.StringIO()), retry_delays=(0.05,))
+for index in range(64):
+    tracking.submit(f"candidate {index}", partial(down_with, "x" * 16384))
+print(len(tracking.close(timeout=1.0)), flush=True)
+"""
+
+
+def down_with(payload: str) -> None:
+    raise ConnectionError(f"down ({len(payload)} bytes not logged)")
+
+
+def test_a_search_exits_when_mlflow_stays_down_with_more_unsent_than_a_pipe_holds() -> None:
+    """1 MiB of calls never taken: the worker is stopped with most of them still in the queue's pipe
+    (64 KiB), and the search must still exit (they are reported, and synced by the next run)."""
+    finished = subprocess.run(
+        [sys.executable, "-c", OUTAGE_EXIT_SCRIPT, str(Path(__file__).parent)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert finished.returncode == 0, finished.stderr
+    assert finished.stdout.split() == ["64"]
+
+
 def test_a_call_that_cannot_cross_to_the_worker_fails_in_the_caller() -> None:
     tracking = TrackingQueue(quiet_console(), retry_delays=(0.0,))
     with pytest.raises((pickle.PicklingError, AttributeError)):
