@@ -124,9 +124,16 @@ def main() -> None:
 
     started = time.perf_counter()
     if args.without_candidate_logging:
-        from flows.tracking import SearchTracker
+        # dropped before they reach the MLflow worker (a patched tracker method would not cross to it)
+        from flows.tracking_queue import TrackingQueue
 
-        SearchTracker.log_candidate = lambda self, record, parent_hashes: None  # type: ignore[method-assign,assignment]
+        submit = TrackingQueue.submit
+
+        def submit_but_candidates(self: TrackingQueue, description: str, function: Callable[[], Any]) -> None:
+            if not description.startswith("candidate "):
+                submit(self, description, function)
+
+        TrackingQueue.submit = submit_but_candidates  # type: ignore[method-assign]
     summary = search_module.search(str(config_path), str(work / "out"), str(ROOT / "zoo"))
     total = time.perf_counter() - started
 
