@@ -33,13 +33,15 @@ from flows.nightly import NightlyMode, plan_night
 from flows.paths import evomerge_version, runs_dir
 from flows.search_state import (
     CANDIDATES_NAME,
+    CandidateLog,
     Checkpoint,
     GenerationStats,
-    append_candidate,
+    checkpoint_bytes,
     config_identity,
     load_checkpoint,
     read_candidate_log,
     save_checkpoint,
+    write_checkpoint,
     write_json_atomically,
 )
 from flows.tracking import SearchTracker, library_tags, sync_candidates
@@ -95,6 +97,7 @@ class SearchContext:
     parent_hashes: dict[str, str]
     evaluation_key: str
     task_order: list[str]
+    candidate_log: CandidateLog
 
     def workbench_items(self, evaluator: Evaluator, tasks: list[str]) -> dict[str, list[float]]:
         """Per-prompt scores of the model now in the workbench, keyed by task in `tasks` order."""
@@ -247,6 +250,7 @@ def run_search(
             checkpoint.stop_reason = None  # a search stopped by its budget goes on when given more
         if checkpoint.stop_reason is None:
             checkpoint.stop_reason = _run_generations(context, checkpoint, state)
+            context.candidate_log.sync()
             save_checkpoint(out, checkpoint)
         summary = _finish(context, checkpoint, state)
         ok = True
@@ -258,8 +262,11 @@ def run_search(
             partial(sync_candidates, tracker, list(state.records), parent_hashes),
         )
         context.tracking.submit("end the search run", partial(tracker.finish, ok))
-        context.workbench.close()
-        _close_tracking(context)
+        try:
+            context.candidate_log.close()
+        finally:
+            context.workbench.close()
+            _close_tracking(context)
 
 
 def _prepare(
@@ -310,6 +317,7 @@ def _prepare(
         parent_hashes=parent_hashes,
         evaluation_key=evaluation.sha256(),
         task_order=list(config.evaluation.tasks),
+        candidate_log=CandidateLog(out),
     )
     return context
 
@@ -390,16 +398,26 @@ def _start(context: SearchContext, config_path: str, references: list[str]) -> C
 
 
 def _run_generations(context: SearchContext, checkpoint: Checkpoint, state: SearchState) -> str:
-    """Ask, score, tell, checkpoint, until a stop rule fires; returns which one did."""
+    """Ask, score, tell, checkpoint, until a stop rule fires; returns which one did.
+
+    A generation's checkpoint is taken as soon as it is told, and written once the next generation has
+    been asked for and its first candidate sent to merge ahead: that merge then runs while the checkpoint
+    is fsynced and Prefect starts the merge task, instead of after them. What is written is the same."""
     config = context.config
     algorithm = checkpoint.algorithm
     budget = config.budget
     started = time.monotonic()
+    told: bytes | None = None
+    """The last generation's checkpoint, not yet written."""
     with SearchProgress(config, state.evaluations, console) as progress:
         try:
             while algorithm.generation < config.algorithm.generations:
                 generation = algorithm.generation
                 individuals = algorithm.ask()
+                _merge_next(context, state, individuals, None)
+                if told is not None:
+                    _write_told(context, checkpoint, state, told)
+                    told = None
                 for index, individual in enumerate(individuals):
                     if individual.fitness is not None:  # an elite carried over, already scored
                         continue
@@ -416,27 +434,38 @@ def _run_generations(context: SearchContext, checkpoint: Checkpoint, state: Sear
                 context.workbench.settle()
                 algorithm.tell(individuals)
                 checkpoint.history.append(_generation_stats(generation, state, individuals))
-                save_checkpoint(context.out, checkpoint)
-                _print_generation(checkpoint.history[-1], state)
+                told = checkpoint_bytes(checkpoint)
                 if _plateaued(checkpoint.history, budget.plateau_generations, budget.plateau_delta):
+                    _write_told(context, checkpoint, state, told)
                     return "plateau"
+            if told is not None:
+                _write_told(context, checkpoint, state, told)
         finally:
             context.workbench.settle()
     return "generations"
+
+
+def _write_told(context: SearchContext, checkpoint: Checkpoint, state: SearchState, told: bytes) -> None:
+    """Write the checkpoint taken when the last generation was told, and report that generation."""
+    context.candidate_log.sync()
+    write_checkpoint(context.out, told)
+    _print_generation(checkpoint.history[-1], state)
 
 
 def merge_ahead_enabled() -> bool:
     return os.environ.get("EVOMERGE_MERGE_AHEAD", "1").strip().lower() not in {"0", "false", "no", "off"}
 
 
-def _merge_next(context: SearchContext, state: SearchState, individuals: list[Individual], index: int) -> None:
-    """Start merging the candidate that will be scored after individual `index`, if the budget leaves
-    room for it: the next one of this generation not scored yet (the current one is not in the log yet)."""
+def _merge_next(context: SearchContext, state: SearchState, individuals: list[Individual], index: int | None) -> None:
+    """Start merging the candidate that will be scored after individual `index` (None: before any of this
+    generation), if the budget leaves room for it: the next one of this generation not scored yet (the
+    current one is not in the log yet)."""
     limit = context.config.budget.max_evaluations
-    if not context.workbench.merging_ahead or (limit is not None and state.evaluations + 1 >= limit):
+    in_flight = 0 if index is None else 1
+    if not context.workbench.merging_ahead or (limit is not None and state.evaluations + in_flight >= limit):
         return
-    current = context.genome.decode(individuals[index].genes).sha256()
-    for later in range(index + 1, len(individuals)):
+    current = None if index is None else context.genome.decode(individuals[index].genes).sha256()
+    for later in range(0 if index is None else index + 1, len(individuals)):
         if individuals[later].fitness is not None:
             continue
         recipe = context.genome.decode(individuals[later].genes)
@@ -470,7 +499,7 @@ def _score(
             origin=individual.origin,
         )
         _evaluate_candidate(record, context, merge_next)
-        append_candidate(context.out, record)
+        context.candidate_log.append(record)
         state.add(record)
         context.tracking.submit(
             f"candidate {record.candidate_id}", partial(context.tracker.log_candidate, record, context.parent_hashes)
