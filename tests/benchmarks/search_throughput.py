@@ -11,7 +11,7 @@ which covers every candidate's merge, evaluation, MLflow logging, checkpoint), o
 whole lm-eval call (`Evaluator._run`: building the requests, generating, scoring the answers). Two
 more split what is left per candidate: one around the merge as the search's thread waits for it
 (`Workbench.load_recipe`: a merge into the live model, or the wait for the merge that ran ahead on the
-workbench's helper thread) and one around the merge and evaluate task calls (Prefect's task runs, with what
+workbench's worker process, tasks/merge_ahead.py) and one around the merge and evaluate task calls (Prefect's task runs, with what
 they run inside). Parent scoring, the held-out report and start-up are outside the loop and not counted.
 `EVOMERGE_MERGE_AHEAD=0` turns merging ahead off (tasks/workbench.py), for a side-by-side measurement.
 """
