@@ -10,9 +10,10 @@ which covers every candidate's merge, evaluation, MLflow logging, checkpoint), o
 `GenerationMixin.generate`, where lm-eval's generation (every forward pass) happens, and one around the
 whole lm-eval call (`Evaluator._run`: building the requests, generating, scoring the answers). Two
 more split what is left per candidate: one around the merge as the search's thread waits for it
-(`Workbench.load_recipe`: a merge into the live model, or the wait for the merge that ran ahead on the
-workbench's worker process, tasks/merge_ahead.py) and one around the merge and evaluate task calls (Prefect's task runs, with what
-they run inside). Parent scoring, the held-out report and start-up are outside the loop and not counted.
+(`Workbench.load_recipe`: a merge into the live model, or the wait for the merge that ran ahead in the
+workbench's worker process, tasks/merge_ahead.py) and one around the merge and evaluate task calls
+(Prefect's task runs, with what they run inside). Parent scoring, the held-out report and start-up are
+outside the loop and not counted.
 `EVOMERGE_MERGE_AHEAD=0` turns merging ahead off (tasks/workbench.py), for a side-by-side measurement.
 """
 
