@@ -193,21 +193,12 @@ _HASHING = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evomerge-tensor
 """hashlib lets go of the GIL on large buffers: a tensor is hashed here while the next one is merged."""
 
 
-def write_into_model(
-    named_tensors: Iterable[tuple[str, torch.Tensor]],
-    model: torch.nn.Module,
-    state: Mapping[str, torch.Tensor] | None = None,
-) -> str:
-    """Overwrite `model`'s parameters in place; returns the written tensors' sha256. Every tensor must
-    match a model parameter in name, shape and dtype, and every parameter must be written, or the model
-    would silently keep stale or converted weights that differ from what a disk merge gives. `state` is
-    `model.state_dict(keep_vars=True)`, for a caller that writes the same model over and over. The given
-    tensors are hashed on a second thread: they must not change before this returns."""
-    return write_into_state(named_tensors, model.state_dict(keep_vars=True) if state is None else state)
-
-
 def write_into_state(named_tensors: Iterable[tuple[str, torch.Tensor]], state: Mapping[str, torch.Tensor]) -> str:
-    """`write_into_model` on a model's tensors by name (which may live in another process's model)."""
+    """Overwrite a model's tensors in place, given by name in `state` (`model.state_dict(keep_vars=True)`;
+    they may be shared with another process); returns the written tensors' sha256. Every tensor must match
+    a model parameter in name, shape and dtype, and every parameter must be written, or the model would
+    silently keep stale or converted weights that differ from what a disk merge gives. The given tensors are
+    hashed on a second thread: they must not change before this returns."""
     hashes: dict[str, Future[str]] = {}
     written: set[int] = set()
     with torch.no_grad():
@@ -232,4 +223,4 @@ def write_into_state(named_tensors: Iterable[tuple[str, torch.Tensor]], state: M
 
 def load_into_model(plan: MergePlan, model: torch.nn.Module, device: str = "cpu") -> str:
     """The merge result written straight into a live model: no model built, nothing written to disk."""
-    return write_into_model(iter_merged_tensors(plan, device), model)
+    return write_into_state(iter_merged_tensors(plan, device), model.state_dict(keep_vars=True))
