@@ -114,3 +114,18 @@ def test_a_parent_loaded_while_a_merge_runs_ahead_is_the_parent(
     assert digest == tensors_sha256(AutoModelForCausalLM.from_pretrained(zoo_dir / "add").state_dict().items())
     assert ahead.holds == "parent:a"
     assert ahead.load_recipe(abandoned) == plain.load_recipe(abandoned) == _live_sha256(ahead)
+
+
+def test_the_large_model_path_merges_what_the_span_path_merges(zoo_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Models past SMALL_MODEL_PARAMETERS merge tensor by tensor (`load_into_model`) instead of span by span:
+    the same recipe must give the same tensors and the same digest either way."""
+    import tasks.workbench
+
+    parents = {"base": zoo_dir / "base", "a": zoo_dir / "add", "b": zoo_dir / "sort"}
+    spans = Workbench(parents, reference="base")
+    monkeypatch.setattr(tasks.workbench, "SMALL_MODEL_PARAMETERS", 0)
+    tensor_by_tensor = Workbench(parents, reference="base")
+    assert not tensor_by_tensor.can_merge_ahead
+    recipe = _recipe(0.7, 0.4)
+    assert spans.load_recipe(recipe) == tensor_by_tensor.load_recipe(recipe)
+    assert _live_sha256(spans) == _live_sha256(tensor_by_tensor) != _live_sha256(Workbench(parents, reference="base"))
