@@ -27,7 +27,7 @@ def task_vectors(base: Tensor, models: list[Tensor]) -> Tensor:
 
 
 def weights_like(deltas: Tensor, weight: list[float]) -> Tensor:
-    weights = torch.tensor(weight, dtype=torch.float32).to(deltas.dtype)
+    weights = torch.tensor(weight, dtype=torch.float32).to(device=deltas.device, dtype=deltas.dtype)
     return weights.reshape((len(weight),) + (1,) * (deltas.dim() - 1))
 
 
