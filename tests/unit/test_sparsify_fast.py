@@ -124,9 +124,10 @@ def densities(numel: int) -> list[float]:
     return [1e-4, 0.1, 0.5, 0.77, (numel - 0.5) / numel]
 
 
-@pytest.fixture(params=[None, 64], ids=["block_default", "block_64"])
+@pytest.fixture(params=[None, 64, 1 << 30], ids=["block_default", "block_64", "block_whole"])
 def block(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Also run with tiny blocks, so tie groups and cut-offs straddle block boundaries."""
+    """Also run with tiny blocks, so tie groups and cut-offs straddle block boundaries, and with the tensor
+    whole in one block, as on a GPU (blocks.DEVICE_BLOCK)."""
     if request.param is not None:
         monkeypatch.setattr(sparsify, "_BLOCK", request.param)
 
@@ -233,7 +234,7 @@ def test_bernoulli_factors_keep_exactly_the_drawn_entries(monkeypatch: pytest.Mo
     assert bool((draws.extra.diff() > 0).all()) and int(draws.extra.min()) >= 0 and int(draws.extra.max()) < numel
     expected = (draws.draws.view(-1, 2) < draws.threshold).reshape(-1)
     expected[draws.extra] = True
-    for block in (None, 998):
+    for block in (None, 998, 1 << 30):
         if block:
             monkeypatch.setattr(sparsify, "_BLOCK", block)
         factors = torch.cat(list(draws.factor_blocks(torch.bfloat16)))

@@ -32,6 +32,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from tasks.merge.methods.blocks import block_size
+
 L1_EPS = 1e-7
 # Entries per block of the streamed passes: below torch's parallel grain (32768), so each block's ops run
 # inline on the calling thread. A block is in L1/L2, and nothing waits on an OpenMP team per block (on a
@@ -62,8 +64,11 @@ def rescale_to_l1(original: Tensor, masked: Tensor, eps: float = L1_EPS) -> Tens
     return masked * (before / after)
 
 
-def _spans(numel: int, block: int | None = None) -> Iterator[tuple[int, int]]:
-    block = block or _BLOCK
+def _block_for(tensor: Tensor) -> int:
+    return block_size(tensor, _BLOCK)
+
+
+def _spans(numel: int, block: int) -> Iterator[tuple[int, int]]:
     for start in range(0, numel, block):
         yield start, min(start + block, numel)
 
@@ -123,7 +128,7 @@ def _magnitude_keys(tensor: Tensor, *, as_float32: bool) -> Tensor:
 
 def _key_blocks(flat: Tensor) -> Iterator[Tensor]:
     """`_magnitude_keys(flat, as_float32=True)` block by block (never the whole key tensor at once)."""
-    for start, stop in _spans(flat.numel()):
+    for start, stop in _spans(flat.numel(), _block_for(flat)):
         yield _magnitude_keys(flat[start:stop], as_float32=True)
 
 
@@ -289,9 +294,9 @@ def _work_dtype(tensor: Tensor) -> torch.dtype:
     return tensor.dtype if tensor.device.type != "cpu" or tensor.dtype == torch.bfloat16 else torch.float32
 
 
-def _row_block(period: int) -> int:
-    """Block size for entries laid out in rows of `period`: whole rows, about _BLOCK entries."""
-    return max(1, _BLOCK // period) * period
+def _row_block(period: int, block: int) -> int:
+    """Block size for entries laid out in rows of `period`: whole rows, about `block` entries."""
+    return max(1, block // period) * period
 
 
 @dataclass(frozen=True)
@@ -306,7 +311,7 @@ class _BernoulliDraws:
     def factor_blocks(self, dtype: torch.dtype) -> Iterator[Tensor]:
         """The 0/1 keep factors (in `dtype`), block by block (whole rows of the period)."""
         numel, period = self.draws.numel(), self.threshold.numel()
-        block = _row_block(period)
+        block = _row_block(period, _block_for(self.draws))
         starts = list(range(0, numel, block))
         bounds = torch.searchsorted(self.extra, torch.tensor([*starts, numel], device=self.extra.device)).tolist()
         for index, start in enumerate(starts):
@@ -440,7 +445,7 @@ def _unrank(keys: Tensor, by_rank: Tensor) -> Tensor:
 def _mask_factors(mask: Tensor, dtype: torch.dtype) -> Iterator[Tensor]:
     """A flat 0/1 uint8 mask as blocks of 0/1 factors in `dtype` (a comparison writes them straight in that
     dtype; a cast from uint8 is several times slower)."""
-    for start, stop in _spans(mask.numel()):
+    for start, stop in _spans(mask.numel(), _block_for(mask)):
         yield torch.ne(mask[start:stop], 0, out=torch.empty(stop - start, dtype=dtype, device=mask.device))
 
 

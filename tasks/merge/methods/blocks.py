@@ -1,0 +1,17 @@
+"""How many entries a streamed pass over a tensor takes at a time.
+
+On the CPU a block is sized for the caches (each method picks its own). On a GPU each block costs kernel
+launches and, where ties are counted, a host sync, not cache misses: with the CPU's blocks a TIES merge of a
+374M-parameter model took twice as long as a task-arithmetic one on an H100. There a block is large enough
+to hold most tensors whole, and small enough to bound the temporaries.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+DEVICE_BLOCK = 1 << 26
+
+
+def block_size(tensor: Tensor, cpu_block: int) -> int:
+    return cpu_block if tensor.device.type == "cpu" else DEVICE_BLOCK
