@@ -5,6 +5,7 @@ Prints; asserts nothing.
 
     .venv/bin/python tests/benchmarks/merge_vs_mergekit.py [--methods linear ties ...] [--runs 3]
     .venv/bin/python tests/benchmarks/merge_vs_mergekit.py --quick        # ~40M-parameter models, 1 run
+    .venv/bin/python tests/benchmarks/merge_vs_mergekit.py --device cuda  # the math on a GPU (mergekit --cuda)
 
 The models (a random `base` and two "fine-tunes" `a`, `b` = base + small seeded per-tensor deltas) are written
 tensor by tensor with safetensors + a LlamaConfig (no model is instantiated), under --models-dir, and reused
@@ -12,6 +13,10 @@ when present. Each merge is its own process (both tools pay their import cost), 
 os.wait4 (user+sys CPU of the child) and GNU time %M (its peak RSS); the two tools alternate run by run. The page
 cache is warmed before the runs, and `sync` runs after each merge so that the previous output's dirty pages
 are not written back during the next merge. Threads: whatever each tool uses by default on this machine.
+
+EVOMERGE_COMMAND overrides how evomerge is started (default .venv/bin/evomerge; e.g. "python3 -m flows.cli" on a
+machine without the venv), EVOMERGE_MERGEKIT_VENV where mergekit-yaml lives. Without GNU time the RSS column
+reads nan.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -33,7 +39,7 @@ import yaml
 from safetensors.torch import save_file
 
 ROOT = Path(__file__).resolve().parents[2]
-EVOMERGE = ROOT / ".venv" / "bin" / "evomerge"
+EVOMERGE = shlex.split(os.environ.get("EVOMERGE_COMMAND", str(ROOT / ".venv" / "bin" / "evomerge")))
 MERGEKIT = Path(os.environ.get("EVOMERGE_MERGEKIT_VENV", ROOT / ".venv-mergekit")) / "bin" / "mergekit-yaml"
 WORK = Path("/tmp/bench_work")
 TIME = "/usr/bin/time"  # GNU time, for the peak RSS of the merge process itself
@@ -209,8 +215,9 @@ def run_child(cmd: list[str], log: Path) -> dict[str, Any]:
     rss_file = log.with_suffix(".rss")
     with log.open("w") as handle:
         start = time.perf_counter()
+        timed = [TIME, "-f", "%M", "-o", str(rss_file), *cmd] if Path(TIME).exists() else cmd
         proc = subprocess.Popen(
-            [TIME, "-f", "%M", "-o", str(rss_file), *cmd],
+            timed,
             cwd=ROOT,
             env=child_env(),
             stdout=handle,
@@ -279,6 +286,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="~40M-parameter models and 1 run")
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--keep-logs", action="store_true")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda: evomerge --device cuda, mergekit --cuda")
     args = parser.parse_args()
     runs = args.runs or (1 if args.quick else 3)
     cfg = QUICK if args.quick else FULL
@@ -287,7 +295,10 @@ def main() -> None:
 
     dirs = build_models(args.models_dir, cfg, args.seed)
     paths = {k: str(v.resolve()) for k, v in dirs.items()}
-    print(f"evomerge: {EVOMERGE}\nmergekit: {MERGEKIT}\nruns per tool: {runs}, cpus: {os.cpu_count()}")
+    print(f"evomerge: {shlex.join(EVOMERGE)}\nmergekit: {MERGEKIT}\nruns per tool: {runs}, cpus: {os.cpu_count()}")
+    if args.device != "cpu":
+        print(f"device: {args.device} ({torch.cuda.get_device_name(args.device)})")
+    on_device = {"evomerge": ["--device", args.device], "mergekit": ["--cuda"]} if args.device != "cpu" else {}
 
     buf = bytearray(IO_CHUNK)
     all_inputs = [f for d in paths.values() for f in weight_files(d)]
@@ -311,7 +322,7 @@ def main() -> None:
                 read_all(inputs, buf)  # re-warm (the previous output may have evicted pages)
                 if tool == "evomerge":
                     cmd = [
-                        str(EVOMERGE),
+                        *EVOMERGE,
                         "merge",
                         str(recipe_path),
                         str(out),
@@ -322,6 +333,7 @@ def main() -> None:
                     ]
                 else:
                     cmd = [str(MERGEKIT), str(recipe_path), str(out), "--quiet", "--random-seed", "0"]
+                cmd += on_device.get(tool, [])
                 log = work / f"{method}-{tool}-{run}.log"
                 res = run_child(cmd, log)
                 if res["rc"] != 0:
@@ -356,7 +368,10 @@ def main() -> None:
 
     print()
     label = "quick (~37M params)" if args.quick else "full (~374M params)"
-    print(f"evomerge vs mergekit 0.1.5, {label}, bf16, median of {runs} run(s); times in s, RSS in MiB, bytes in MB")
+    print(
+        f"evomerge vs mergekit 0.1.5, {label}, bf16, math on {args.device}, median of {runs} run(s); "
+        "times in s, RSS in MiB, bytes in MB"
+    )
     header = (
         f"{'method':16s} {'ev wall':>8s} {'mk wall':>8s} {'ev/mk':>6s} {'ev CPU':>7s} {'mk CPU':>7s} "
         f"{'ev RSS':>7s} {'mk RSS':>7s} {'ev/mk':>6s} {'in MB':>6s} {'out MB':>7s} {'read':>5s} {'write':>5s} "
