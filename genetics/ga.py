@@ -3,6 +3,11 @@
 Bounded operators keep every gene in [0, 1]: simulated binary crossover and polynomial mutation (Deb),
 tournament selection, and elitism (the best `elite` individuals survive unchanged). Each individual
 carries its lineage (the candidates it was bred from), which the tracker records.
+
+A child that repeats a genome of its generation's parents or of an earlier child is mutated until it is new
+(`renew_repeats`): the search never evaluates a key twice, so a repeat would leave its place in the
+generation empty. Without this, a tournament that picks the same winner twice bred copies, and on the demo
+only 2 of the first 10 children were new candidates.
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ class GeneticAlgorithm:
             for c in chosen
         ]
         vary(children, s)
+        renew_repeats(children, [ind.genes for ind in self.population], s)
         return elites + children
 
     def best(self) -> list[Individual]:
@@ -86,6 +92,24 @@ def vary(children: list[Individual], settings: OperatorSettings) -> None:
             )
             child.origin = f"{child.origin}+mutation"
         child.genes = clamp_unit(child.genes)
+
+
+def renew_repeats(
+    children: list[Individual], known: list[list[float]], settings: OperatorSettings, attempts: int = 20
+) -> None:
+    """Mutate, in place, each child whose genes equal a `known` genome or an earlier child's, until they
+    differ (at most `attempts` polynomial mutations of every gene; a child still repeating after that is
+    left as it is, and the search takes its score from the log)."""
+    seen = {tuple(genes) for genes in known}
+    for child in children:
+        for _ in range(attempts):
+            if tuple(child.genes) not in seen:
+                break
+            tools.mutPolynomialBounded(child.genes, eta=settings.mutation_eta, low=0.0, up=1.0, indpb=1.0)
+            child.genes = clamp_unit(child.genes)
+            if "mutation" not in child.origin:
+                child.origin = f"{child.origin}+mutation"
+        seen.add(tuple(child.genes))
 
 
 @dataclass

@@ -1,9 +1,10 @@
 """NSGA-II (Deb et al. 2002) on DEAP: one objective per task, driven one generation at a time (ask / tell).
 
-Parents are chosen by DEAP's dominance-and-crowding tournament, varied by the GA's bounded operators, and
-the next population is the best `population_size` of parents plus offspring by non-dominated rank and
-crowding distance. Every evaluated individual also enters an archive of the non-dominated set: the
-Pareto front the search reports, whatever survived in the population.
+Parents are chosen by DEAP's dominance-and-crowding tournament and varied by the GA's bounded operators
+(a child repeating a parent or a sibling is mutated until new, as in the GA). The next population is the
+best `population_size` of parents plus offspring by non-dominated rank and crowding distance. Every
+evaluated individual also enters an archive of the non-dominated set: the Pareto front the search reports,
+whatever survived in the population.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 
 from deap import base, tools
 
-from genetics.ga import vary
+from genetics.ga import renew_repeats, vary
 from genetics.individual import Individual, OwnedRandomness, distinct
 from genetics.search_config import Nsga2Settings
 
@@ -72,6 +73,7 @@ class Nsga2:
                 for c in chosen
             ]
             vary(children, self.settings)
+            renew_repeats(children, [ind.genes for ind in self.population], self.settings)
             return children
 
     def tell(self, individuals: list[Individual]) -> None:

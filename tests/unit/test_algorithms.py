@@ -100,3 +100,29 @@ def test_cma_es_lineage_names_the_candidates_its_centroid_came_from() -> None:
     second = algorithm.ask()
     assert second[0].genetic_parents
     assert all(parent.startswith("g0-") for parent in second[0].genetic_parents)
+
+
+def test_ga_children_never_repeat_a_parent_or_each_other() -> None:
+    """A population of one genome, twelve times over: every tournament picks it and crossover of a genome with
+    itself gives it back, so without `renew_repeats` all ten children would repeat it (and, their key being
+    already scored, leave the generation with nothing new to evaluate)."""
+    ga = make_algorithm(GeneticAlgorithmSettings(population_size=12, elite=2), len(TARGET), seed=1)
+    same = [Individual(list(TARGET), candidate_id=f"g0-c{index}", fitness=0.5) for index in range(12)]
+    ga.tell(same)
+    bred = ga.ask()
+    elites, children = bred[:2], bred[2:]
+    assert [ind.genes for ind in elites] == [TARGET, TARGET]
+    genomes = [tuple(ind.genes) for ind in children]
+    assert len(set(genomes)) == len(children) == 10 and tuple(TARGET) not in genomes
+    assert all(0.0 <= g <= 1.0 for genes in genomes for g in genes)
+    assert all("mutation" in ind.origin for ind in children)
+
+
+def test_nsga2_offspring_never_repeat_a_parent_or_each_other() -> None:
+    nsga2 = make_algorithm(Nsga2Settings(population_size=12), len(TARGET), seed=1)
+    same = [
+        Individual(list(TARGET), candidate_id=f"g0-c{index}", fitness=0.5, objectives=(0.5, 0.5)) for index in range(12)
+    ]
+    nsga2.tell(same)
+    genomes = [tuple(ind.genes) for ind in nsga2.ask()]
+    assert len(set(genomes)) == 12 and tuple(TARGET) not in genomes
