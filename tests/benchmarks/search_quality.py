@@ -3,14 +3,15 @@ held-out test split, for several seeds and budgets, against random search and an
 same weights. Prints the table; asserts nothing.
 
     .venv/bin/python tests/benchmarks/search_quality.py [--seeds 0 1 2 3 4] [--budgets 24 48 96]
-        [--algorithms ga cma-es nsga2 random] [--experts two three] [--grid-points 7]
+        [--algorithms ga cma-es nsga2 random] [--experts two three] [--grid-points 7] [--plot quality.png]
 
 Two searches: `two` (add + sort experts) and `three` (add + sort + reverse), each with one weight gene per
 expert in 2 layer groups (mergekit gradients), task arithmetic on zoo:base. Each algorithm runs once per
 seed with the largest budget; the winner at a smaller budget B is the best of its first B candidates (what
 a search stopped at B would have returned). The grid tries every combination of `--grid-points` weights
 per expert (one value for all layers); "reaches grid" is the first evaluation at which an algorithm's best
-search-split fitness is within 0.01 of the grid's best, as a share of the grid's evaluations.
+search-split fitness is within 0.01 of the grid's best, as a share of the grid's evaluations. `--plot`
+draws the same medians and ranges against the budget, one panel per search, with the grid's held-out score.
 """
 
 from __future__ import annotations
@@ -125,7 +126,9 @@ def main() -> None:
     parser.add_argument("--algorithms", nargs="+", default=["ga", "cma-es", "nsga2", "random"])
     parser.add_argument("--experts", nargs="+", default=["two", "three"], choices=sorted(EXPERTS))
     parser.add_argument("--grid-points", type=int, default=7)
+    parser.add_argument("--plot", type=Path, help="also draw the table as a figure (PNG) here")
     args = parser.parse_args()
+    panels: dict[str, tuple[float, dict[str, dict[int, list[float]]]]] = {}
     work = Path(tempfile.mkdtemp(prefix="evomerge-quality-"))
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")
 
@@ -138,6 +141,7 @@ def main() -> None:
             f"grid {args.grid_points}^{len(experts)} = {reference['evaluations']} evaluations: "
             f"search {reference['search_fitness']:.3f}, held-out {reference['held_out']:.3f}"
         )
+        panels[name] = (reference["held_out"], {})
         header = f"{'algorithm':10s}" + "".join(f"{'budget ' + str(b):>22s}" for b in args.budgets) + "   reaches grid"
         print(header)
         for algorithm in args.algorithms:
@@ -164,6 +168,39 @@ def main() -> None:
             median_reach = statistics.median(reach)
             row += f"   {'never' if median_reach == float('inf') else f'{100 * median_reach:.0f} % of grid'}"
             print(row, flush=True)
+            panels[name][1][algorithm] = cells
+    if args.plot:
+        plot(panels, len(args.seeds), args.plot)
+        print(f"\nplot: {args.plot}")
+
+
+def plot(panels: dict[str, tuple[float, dict[str, dict[int, list[float]]]]], seeds: int, path: Path) -> None:
+    """One panel per search: each algorithm's median held-out mean against the budget, its range over the
+    seeds shaded, and the exhaustive grid's held-out score as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
+    for axis, (name, (grid_score, algorithms)) in zip(axes[0], panels.items(), strict=True):
+        for algorithm, cells in algorithms.items():
+            budgets = sorted(cells)
+            medians = [statistics.median(cells[b]) for b in budgets]
+            line = axis.plot(budgets, medians, marker="o", label=algorithm)[0]
+            lows, highs = [min(cells[b]) for b in budgets], [max(cells[b]) for b in budgets]
+            axis.fill_between(budgets, lows, highs, color=line.get_color(), alpha=0.12)
+        axis.axhline(grid_score, color="black", linestyle="--", linewidth=1, label="exhaustive grid")
+        axis.set(
+            title=f"{name} experts: winner's held-out mean ({seeds} seeds)",
+            xlabel="evaluations (budget)",
+            ylabel="held-out mean (median, range shaded)",
+        )
+        axis.grid(alpha=0.3)
+        axis.legend(loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
 
 
 if __name__ == "__main__":
