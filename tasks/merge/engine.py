@@ -15,6 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import torch
 
 from tasks.errors import EvomergeError, ModelMismatchError
+from tasks.merge.methods.blocks import spans
 from tasks.merge.plan import MergePlan, TensorJob
 
 BLOCK_ELEMENTS = 1 << 18
@@ -134,8 +135,7 @@ def merge_inputs(
     merged = output.for_job(job) if output is not None else torch.empty(job.shape, dtype=job.dtype)
     flat_out = merged.view(-1)
     flat_in = [tensor.reshape(-1) for tensor in inputs]
-    for start in range(0, numel, BLOCK_ELEMENTS):
-        stop = min(numel, start + BLOCK_ELEMENTS)
+    for start, stop in spans(numel, BLOCK_ELEMENTS):
         flat_out[start:stop] = apply_method(plan, job, [tensor[start:stop] for tensor in flat_in], device)
     return merged
 

@@ -20,7 +20,7 @@ from tasks.merge.tensor_io import ModelSource
 sys.path.insert(0, str(Path(__file__).parents[1] / "parity"))
 from models import LAYOUTS, build_layout  # noqa: E402  (the parity suite's parents and recipe templates)
 from recipes import RECIPES as PARITY_RECIPES  # noqa: E402
-from recipes import ctx_for  # noqa: E402
+from recipes import ctx_for, method_of  # noqa: E402
 
 pytestmark = pytest.mark.integration
 HAS_CUDA = torch.cuda.is_available()
@@ -121,10 +121,10 @@ def test_every_parity_recipe_merges_on_the_gpu_as_on_the_cpu(parity_parents: dic
     gpu = _merged(recipe_id, parity_parents, SECOND_DEVICE)
     assert list(gpu) == list(cpu)
     exact = PARITY_RECIPES[recipe_id].exact
+    method = method_of(recipe_id)
     again = _merged(recipe_id, parity_parents, SECOND_DEVICE) if not exact else gpu
     for name, tensor in gpu.items():
         assert tensor.device.type == "cpu" and tensor.dtype == cpu[name].dtype and tensor.shape == cpu[name].shape
-        method = recipe_id.split("/")[0]
         rtol, atol = ROUNDING[tensor.dtype]
         if method in THRESHOLDED:
             differing = ~torch.isclose(tensor, cpu[name], rtol=rtol, atol=atol)

@@ -8,6 +8,8 @@ to hold most tensors whole, and small enough to bound the temporaries.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from torch import Tensor
 
 DEVICE_BLOCK = 1 << 26
@@ -15,3 +17,9 @@ DEVICE_BLOCK = 1 << 26
 
 def block_size(tensor: Tensor, cpu_block: int) -> int:
     return cpu_block if tensor.device.type == "cpu" else DEVICE_BLOCK
+
+
+def spans(numel: int, block: int) -> Iterator[tuple[int, int]]:
+    """[start, stop) of each block of `block` entries over `numel` (the last one may be shorter)."""
+    for start in range(0, numel, block):
+        yield start, min(start + block, numel)

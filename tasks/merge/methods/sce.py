@@ -3,6 +3,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from tasks.merge.methods.blocks import spans
 from tasks.merge.methods.task_vectors import sign_consensus
 from tasks.merge.registry import ParameterSpec, merge_method
 
@@ -22,8 +23,7 @@ def population_variance(stacked: Tensor) -> Tensor:
     count = stacked.shape[0]
     flat = stacked.reshape(count, -1)
     variance = torch.empty(flat.shape[1], dtype=stacked.dtype)
-    for start in range(0, flat.shape[1], VARIANCE_BLOCK):
-        stop = min(start + VARIANCE_BLOCK, flat.shape[1])
+    for start, stop in spans(flat.shape[1], VARIANCE_BLOCK):
         values = flat[:, start:stop].double()
         mean = torch.zeros_like(values[0])
         m2 = torch.zeros_like(values[0])

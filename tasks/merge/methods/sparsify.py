@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tasks.merge.methods.blocks import block_size
+from tasks.merge.methods.blocks import block_size, spans
 
 L1_EPS = 1e-7
 # Entries per block of the streamed passes: below torch's parallel grain (32768), so each block's ops run
@@ -66,11 +66,6 @@ def rescale_to_l1(original: Tensor, masked: Tensor, eps: float = L1_EPS) -> Tens
 
 def _block_for(tensor: Tensor) -> int:
     return block_size(tensor, _BLOCK)
-
-
-def _spans(numel: int, block: int) -> Iterator[tuple[int, int]]:
-    for start in range(0, numel, block):
-        yield start, min(start + block, numel)
 
 
 def _apply_factors(
@@ -128,7 +123,7 @@ def _magnitude_keys(tensor: Tensor, *, as_float32: bool) -> Tensor:
 
 def _key_blocks(flat: Tensor) -> Iterator[Tensor]:
     """`_magnitude_keys(flat, as_float32=True)` block by block (never the whole key tensor at once)."""
-    for start, stop in _spans(flat.numel(), _block_for(flat)):
+    for start, stop in spans(flat.numel(), _block_for(flat)):
         yield _magnitude_keys(flat[start:stop], as_float32=True)
 
 
@@ -445,7 +440,7 @@ def _unrank(keys: Tensor, by_rank: Tensor) -> Tensor:
 def _mask_factors(mask: Tensor, dtype: torch.dtype) -> Iterator[Tensor]:
     """A flat 0/1 uint8 mask as blocks of 0/1 factors in `dtype` (a comparison writes them straight in that
     dtype; a cast from uint8 is several times slower)."""
-    for start, stop in _spans(mask.numel(), _block_for(mask)):
+    for start, stop in spans(mask.numel(), _block_for(mask)):
         yield torch.ne(mask[start:stop], 0, out=torch.empty(stop - start, dtype=dtype, device=mask.device))
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from tasks.merge.methods.blocks import block_size
+from tasks.merge.methods.blocks import block_size, spans
 from tasks.merge.registry import ParameterSpec
 
 Prune = Callable[[Tensor, int], Tensor]
@@ -71,8 +71,7 @@ def combine_task_vectors(
         fused = block_size(base, FUSED_BLOCK)
         block_deltas = base.new_empty((len(models), min(fused, flat_base.numel())))
         weights = weights_like(block_deltas, weight)
-        for start in range(0, flat_base.numel(), fused):
-            stop = min(start + fused, flat_base.numel())
+        for start, stop in spans(flat_base.numel(), fused):
             block = block_deltas[:, : stop - start]
             for index, model in enumerate(flat_models):
                 torch.sub(model[start:stop].to(base.dtype), flat_base[start:stop], out=block[index])
@@ -80,9 +79,7 @@ def combine_task_vectors(
         return result.view(base.shape)
     flat_deltas = deltas.reshape(len(models), -1)
     weights = weights_like(flat_deltas, weight)
-    combine = block_size(base, COMBINE_BLOCK)
-    for start in range(0, flat_base.numel(), combine):
-        stop = min(start + combine, flat_base.numel())
+    for start, stop in spans(flat_base.numel(), block_size(base, COMBINE_BLOCK)):
         result[start:stop] = _combine_block(
             flat_base[start:stop], flat_deltas[:, start:stop], weights, normalize, scale, consensus
         )
