@@ -11,26 +11,29 @@ import argparse
 import json
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from scratch import scratch_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=None, help="output directory (default: a temporary one)")
+    parser.add_argument("--out", type=Path, default=None, help="output directory, kept (default: temporary, removed)")
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "searches" / "demo.yaml")
     args = parser.parse_args()
-    out = args.out or Path(tempfile.mkdtemp(prefix="evomerge-demo-"))
+    with scratch_dir("evomerge-demo-", args.out) as out:
+        report(args.config, out)
+
+
+def report(config: Path, out: Path) -> None:
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "flows.cli", "zoo", "build"], check=True, cwd=ROOT)
     zoo_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "flows.cli", "search", str(args.config), "--out", str(out)], check=True, cwd=ROOT
-    )
+    subprocess.run([sys.executable, "-m", "flows.cli", "search", str(config), "--out", str(out)], check=True, cwd=ROOT)
     search_seconds = time.perf_counter() - started
     summary = json.loads((out / "summary.json").read_text())
     tasks = list(summary["best"]["scores"])

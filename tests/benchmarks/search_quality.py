@@ -21,11 +21,11 @@ import itertools
 import json
 import os
 import statistics
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
+from scratch import scratch_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPERTS = {"two": ["add", "sort"], "three": ["add", "sort", "reverse"]}
@@ -128,8 +128,12 @@ def main() -> None:
     parser.add_argument("--grid-points", type=int, default=7)
     parser.add_argument("--plot", type=Path, help="also draw the table as a figure (PNG) here")
     args = parser.parse_args()
+    with scratch_dir("evomerge-quality-") as scratch:
+        measure(args, scratch)
+
+
+def measure(args: argparse.Namespace, work: Path) -> None:
     panels: dict[str, tuple[float, dict[str, dict[int, list[float]]]]] = {}
-    work = Path(tempfile.mkdtemp(prefix="evomerge-quality-"))
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")
 
     for name in args.experts:

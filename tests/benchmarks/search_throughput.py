@@ -22,13 +22,13 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
+from scratch import scratch_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -77,8 +77,11 @@ def main() -> None:
         help="an experiment, not a mode: candidates are not logged to MLflow (what the MLflow worker costs)",
     )
     args = parser.parse_args()
+    with scratch_dir("evomerge-throughput-") as scratch:
+        measure(args, scratch)
 
-    work = Path(tempfile.mkdtemp(prefix="evomerge-throughput-"))
+
+def measure(args: argparse.Namespace, work: Path) -> None:
     config = yaml.safe_load(args.config.read_text())
     config["budget"] = {"max_evaluations": args.evaluations}
     config["algorithm"] = {**config.get("algorithm", {}), "generations": 1000}

@@ -12,9 +12,10 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from scratch import scratch_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -57,11 +58,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rebuild", action="store_true", help="build a second time and compare weight hashes")
-    parser.add_argument("--out", type=Path, default=None, help="zoo directory (default: a temporary one)")
+    parser.add_argument("--out", type=Path, default=None, help="zoo directory, kept (default: temporary, removed)")
     args = parser.parse_args()
+    with scratch_dir("evomerge-zoo-") as scratch:
+        measure(args, args.out or scratch / "zoo")
+
+
+def measure(args: argparse.Namespace, out: Path) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    out = args.out or Path(tempfile.mkdtemp(prefix="evomerge-zoo-")) / "zoo"
 
     print(f"building the zoo (seed {args.seed}) into {out}")
     manifest, wall = _build(out, args.seed)
