@@ -15,6 +15,11 @@ workbench's worker process, tasks/merge_ahead.py) and one around the merge and e
 (Prefect's task runs, with what they run inside). Parent scoring, the held-out report and start-up are
 outside the loop and not counted.
 `EVOMERGE_MERGE_AHEAD=0` turns merging ahead off (tasks/workbench.py), for a side-by-side measurement.
+
+After the search it measures Prefect's floor on this machine: the cost of a task run that does nothing,
+decorated as `merge` and `evaluate` are (content-key cache, persisted result), run in a flow in the same
+process and Prefect home. Two of them per candidate are what the design's merge and evaluate tasks cost
+at the least, whatever the search does.
 """
 
 from __future__ import annotations
@@ -167,6 +172,35 @@ def measure(args: argparse.Namespace, work: Path) -> None:
         f"Prefect's two task runs {prefect * per:.1f} ms, "
         f"the rest of the loop {(loop.seconds - tasks.seconds) * per:.1f} ms"
     )
+    floor = prefect_floor_ms()
+    print(
+        f"Prefect's floor here: an empty task run like merge/evaluate costs {floor:.1f} ms (median of 5 x 40); "
+        f"two per candidate = {2 * floor:.1f} ms = {100 * 2 * floor / (1000 * loop.seconds / evaluations):.1f} % "
+        "of a candidate's loop time"
+    )
+
+
+def prefect_floor_ms(rounds: int = 5, runs: int = 40) -> float:
+    """Median over `rounds` of the mean wall time (ms) of `runs` empty task runs with fresh content keys."""
+    import statistics
+    import uuid
+
+    from prefect import flow, task
+
+    from flows.stages import _content_key
+
+    @task(name="empty", task_run_name="empty-{label}", cache_key_fn=_content_key, persist_result=True)
+    def empty(label: str, key: str) -> str:
+        return key
+
+    @flow(name="prefect-floor")
+    def floor_flow() -> float:
+        started = time.perf_counter()
+        for index in range(runs):
+            empty(str(index), key=uuid.uuid4().hex)
+        return 1000 * (time.perf_counter() - started) / runs
+
+    return statistics.median(floor_flow() for _ in range(rounds))
 
 
 if __name__ == "__main__":
