@@ -93,6 +93,52 @@ class GenomeSpec:
         duplicates = {name for name in seen if seen.count(name) > 1}
         if duplicates:
             raise RecipeError(f"genes: the same parameter is searched twice: {', '.join(sorted(duplicates))}")
+        self._check_ranges()
+
+    def _check_ranges(self) -> None:
+        """Each numeric gene's [low, high] inside its parameter's range, for every method it may be used with:
+        out of it, every candidate drawn there fails (a density gene up to 1.5 failed 16 of 81 candidates).
+        The range is an interval, so its two ends, as decoded, are all there is to check."""
+        from tasks.merge.registry import get_method
+
+        method_gene = next((gene for gene in self.genes if gene.parameter == METHOD_GENE), None)
+        names = method_gene.choices if method_gene and method_gene.choices else [self.template.get(METHOD_GENE)]
+        if not all(isinstance(name, str) for name in names):
+            return  # no merge_method at all: decoding says so, with the recipe's own message
+        try:
+            methods = [get_method(name) for name in names]
+        except KeyError as error:
+            raise RecipeError(f"recipe: merge_method: {error.args[0]}") from None
+        for index, gene in enumerate(self.genes):
+            if gene.choices is not None:
+                continue
+            specs = [(method, method.parameter(gene.parameter)) for method in methods]
+            taken = [(method, spec) for method, spec in specs if spec is not None]
+            if not taken:
+                known = sorted({spec.name for method in methods for spec in method.parameters})
+                raise RecipeError(
+                    f"genes.{index}.parameter: {gene.parameter!r} is not a parameter of merge_method "
+                    f"{' or '.join(method.name for method in methods)} (known: {', '.join(known)})"
+                )
+            for method, spec in taken:
+                for end, unit in (("low", 0.0), ("high", 1.0)):
+                    problem = spec.check(gene.value(unit))  # as decoded: rounded to DECIMALS
+                    if problem:
+                        where = f"genes.{index}.{end}: {gene.parameter}"
+                        raise RecipeError(f"{where}: {problem} (merge_method {method.name})")
+
+    def method_settings(self) -> list[list[float]]:
+        """One genome per merge method the search may use (the method gene, if any, at each of its choices;
+        every other gene mid-range): what a check of the whole recipe before the search needs to decode."""
+        choices = next((len(gene.choices) for gene in self.genes if gene.choices), 1)
+        settings = []
+        for choice in range(choices):
+            genome: list[float] = []
+            for gene in self.genes:
+                unit = (choice + 0.5) / choices if gene.choices else 0.5
+                genome.extend([unit] * gene.layer_groups)
+            settings.append(genome)
+        return settings
 
     @property
     def size(self) -> int:

@@ -195,7 +195,16 @@ def load_search_config(path: Path | str) -> SearchConfig:
         message = validation_message(str(path), error, unknown_key="unknown key", tags=ALGORITHM_NAMES)
         raise RecipeError(message) from None
     try:
-        config.genome()
+        genome = config.genome()
     except RecipeError as error:
         raise RecipeError(f"{path}: {error}") from None
+    from tasks.merge.plan import check_recipe_alone, method_of  # torch: not for a config that fails above
+
+    where = f"{path}: recipe"
+    for setting in genome.method_settings():
+        try:
+            recipe = genome.decode(setting)
+        except RecipeError as error:
+            raise RecipeError(f"{path}: {error}") from None
+        check_recipe_alone(recipe, method_of(recipe, where), where)
     return config

@@ -136,6 +136,38 @@ def _slices_of(recipe: Recipe, layers: dict[str, int]) -> list[OutputSlice]:
     return [OutputSlice(sources=sources)]
 
 
+def method_of(recipe: Recipe, where: str = "recipe") -> MergeMethod:
+    try:
+        return get_method(recipe.merge_method)
+    except KeyError as error:
+        raise RecipeError(f"{where}: merge_method: {error.args[0]}") from None
+
+
+def check_recipe_alone(recipe: Recipe, method: MergeMethod, where: str = "recipe") -> None:
+    """What a recipe must get right before any parent is opened: a base model where its method needs one,
+    and only parameters its method takes, each in range. A search checks this before it downloads
+    anything (flows/search.py), so a typo costs seconds, not a download."""
+    if method.needs_base and not recipe.base_model and not any(s.base_model for s in recipe.slices or []):
+        raise RecipeError(f"{where}: base_model: required by merge_method {method.name}")
+    scopes: list[tuple[str, Parameters | None]] = [("parameters", recipe.parameters)]
+    for index, entry in enumerate(recipe.models or []):
+        scopes.append((f"models.{index}.parameters", entry.parameters))
+    for index, out_slice in enumerate(recipe.slices or []):
+        scopes.append((f"slices.{index}.parameters", out_slice.parameters))
+        for j, source in enumerate(out_slice.sources):
+            scopes.append((f"slices.{index}.sources.{j}.parameters", source.parameters))
+    known = ", ".join(p.name for p in method.parameters) or "none"
+    for key, params in scopes:
+        for name, setting in (params or {}).items():
+            spec = method.parameter(name)
+            if spec is None:
+                raise RecipeError(f"{where}: {key}.{name}: unknown parameter for {method.name} (known: {known})")
+            for value in gradient_values(setting):
+                problem = spec.check(value)
+                if problem:
+                    raise RecipeError(f"{where}: {key}.{name}: {problem}")
+
+
 class Planner:
     """Builds a `MergePlan`; one instance per plan, holding the recipe, method and opened sources."""
 
@@ -149,10 +181,7 @@ class Planner:
     ) -> None:
         self.recipe = recipe
         self.where = source_name
-        try:
-            self.method = get_method(recipe.merge_method)
-        except KeyError as error:
-            raise RecipeError(f"{source_name}: merge_method: {error.args[0]}") from None
+        self.method = method_of(recipe, source_name)
         missing = [name for name in recipe.model_names() if name not in paths]
         if missing:
             raise RecipeError(f"{source_name}: no local path for model(s) {', '.join(missing)}")
@@ -164,36 +193,7 @@ class Planner:
         self.notes: list[str] = []
         self._row_maps: dict[tuple[Any, ...], RowMap] = {}
 
-    # -- checks on the recipe alone -------------------------------------------------------------
-    def _check_parameter_names_and_ranges(self) -> None:
-        scopes: list[tuple[str, Parameters | None]] = [("parameters", self.recipe.parameters)]
-        for index, entry in enumerate(self.recipe.models or []):
-            scopes.append((f"models.{index}.parameters", entry.parameters))
-        for index, out_slice in enumerate(self.recipe.slices or []):
-            scopes.append((f"slices.{index}.parameters", out_slice.parameters))
-            for j, source in enumerate(out_slice.sources):
-                scopes.append((f"slices.{index}.sources.{j}.parameters", source.parameters))
-        known = ", ".join(p.name for p in self.method.parameters) or "none"
-        for key, params in scopes:
-            for name, setting in (params or {}).items():
-                spec = self.method.parameter(name)
-                if spec is None:
-                    raise RecipeError(
-                        f"{self.where}: {key}.{name}: unknown parameter for {self.method.name} (known: {known})"
-                    )
-                for value in gradient_values(setting):
-                    problem = spec.check(value)
-                    if problem:
-                        raise RecipeError(f"{self.where}: {key}.{name}: {problem}")
-
-    def _check_base(self) -> None:
-        if (
-            self.method.needs_base
-            and not self.recipe.base_model
-            and not any(s.base_model for s in self.recipe.slices or [])
-        ):
-            raise RecipeError(f"{self.where}: base_model: required by merge_method {self.method.name}")
-
+    # -- checks against the opened parents ------------------------------------------------------
     def _check_architectures(self) -> None:
         families = {name: architecture_of(source.config) for name, source in self.sources.items()}
         if len(set(families.values())) > 1:
@@ -251,8 +251,7 @@ class Planner:
 
     # -- planning -------------------------------------------------------------------------------
     def plan(self) -> MergePlan:
-        self._check_base()
-        self._check_parameter_names_and_ranges()
+        check_recipe_alone(self.recipe, self.method, self.where)
         self._check_model_references()
         self._check_architectures()
         layers = {name: layer_count(source.config, list(source.tensors), name) for name, source in self.sources.items()}

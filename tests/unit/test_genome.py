@@ -158,3 +158,94 @@ def test_method_gene_picks_a_choice_and_keeps_only_its_parameters(genes: list[fl
 def test_gene_spec_errors(gene: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         GeneSpec.model_validate(gene)
+
+
+TIES = {**TEMPLATE, "merge_method": "ties"}
+
+
+@pytest.mark.parametrize(
+    ("template", "genes", "message"),
+    [
+        (
+            TIES,
+            [GeneSpec(parameter="density", model="add", low=0.2, high=1.5)],
+            r"genes\.0\.high: density: 1\.5 is out of range \(0, 1\] \(merge_method ties\)",
+        ),
+        (
+            TIES,
+            [GeneSpec(parameter="density", model="add", low=0.0, high=0.5)],
+            r"genes\.0\.low: density: 0\.0 is out of range \(0, 1\] \(merge_method ties\)",
+        ),
+        (
+            TIES,
+            [GeneSpec(parameter="weight", model="add", low=0, high=1), GeneSpec(parameter="wieght", low=0, high=1)],
+            r"genes\.1\.parameter: 'wieght' is not a parameter of merge_method ties \(known: .*\bweight\b",
+        ),
+        (  # with the method searched, a gene must fit every choice that takes its parameter...
+            TIES,
+            [
+                GeneSpec(parameter="merge_method", choices=["task_arithmetic", "dare_ties"]),
+                GeneSpec(parameter="density", model="add", low=0.5, high=2.0),
+            ],
+            r"genes\.1\.high: density: 2\.0 is out of range \(0, 1\] \(merge_method dare_ties\)",
+        ),
+        (  # ...and at least one choice must take it
+            TIES,
+            [
+                GeneSpec(parameter="merge_method", choices=["task_arithmetic", "linear"]),
+                GeneSpec(parameter="density", model="add", low=0.5, high=1.0),
+            ],
+            r"'density' is not a parameter of merge_method task_arithmetic or linear",
+        ),
+        (
+            {**TEMPLATE, "merge_method": "slerpy"},
+            [GeneSpec(parameter="t", low=0, high=1)],
+            r"recipe: merge_method: unknown merge_method 'slerpy'",
+        ),
+    ],
+)
+def test_a_gene_outside_what_its_method_takes_is_refused_up_front(
+    template: dict[str, object], genes: list[GeneSpec], message: str
+) -> None:
+    with pytest.raises(RecipeError, match=message):
+        GenomeSpec(template, tuple(genes))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(min_value=-0.5, max_value=1.5, allow_nan=False), min_size=4, max_size=4))
+def test_an_accepted_genome_decodes_only_to_recipes_its_method_accepts(genes: list[float]) -> None:
+    """What `GenomeSpec` accepts can never give a candidate that the merge refuses for its settings (the
+    checks `plan_merge` runs on the recipe alone), whatever the genes and the method chosen."""
+    from tasks.merge.plan import check_recipe_alone, method_of
+
+    recipe = METHOD_SPEC.decode(genes)
+    check_recipe_alone(recipe, method_of(recipe))
+    negative = GenomeSpec(TEMPLATE, (GeneSpec(parameter="weight", model="add", low=-1.0, high=2.0),))
+    weights = negative.decode(genes[:1])  # task arithmetic takes negative weights (a task vector subtracted)
+    check_recipe_alone(weights, method_of(weights))
+
+
+@pytest.mark.parametrize(
+    ("recipe", "message"),
+    [
+        ("{merge_method: task_arithmetic, models: [{model: a}]}", "recipe: base_model: required by merge_method"),
+        (
+            "{merge_method: linear, models: [{model: a}], parameters: {lamda: 1.0}}",
+            "recipe: parameters.lamda: unknown parameter for linear",
+        ),
+        (
+            "{merge_method: ties, base_model: b, models: [{model: a, parameters: {density: 1.2}}]}",
+            "recipe: models.0.parameters.density: 1.2 is out of range (0, 1]",
+        ),
+    ],
+)
+def test_search_config_recipe_is_checked_before_any_parent_is_opened(tmp_path: Path, recipe: str, message: str) -> None:
+    """No parent `a` or `b` exists anywhere: the config is refused on the recipe alone, naming file and key."""
+    path = tmp_path / "search.yaml"
+    path.write_text(
+        f"name: x\nrecipe: {recipe}\ngenes: [{{parameter: weight, model: a, low: 0, high: 1}}]\n"
+        "evaluation: {tasks: [t]}\n"
+    )
+    with pytest.raises(RecipeError) as error:
+        load_search_config(path)
+    assert f"{path}: {message}" in str(error.value)
