@@ -99,16 +99,13 @@ class GenomeSpec:
         """Each numeric gene's [low, high] inside its parameter's range, for every method it may be used with:
         out of it, every candidate drawn there fails (a density gene up to 1.5 failed 16 of 81 candidates).
         The range is an interval, so its two ends, as decoded, are all there is to check."""
-        from tasks.merge.registry import get_method
+        from tasks.merge.registry import recipe_method
 
         method_gene = next((gene for gene in self.genes if gene.parameter == METHOD_GENE), None)
         names = method_gene.choices if method_gene and method_gene.choices else [self.template.get(METHOD_GENE)]
         if not all(isinstance(name, str) for name in names):
             return  # no merge_method at all: decoding says so, with the recipe's own message
-        try:
-            methods = [get_method(name) for name in names]
-        except KeyError as error:
-            raise RecipeError(f"recipe: merge_method: {error.args[0]}") from None
+        methods = [recipe_method(name) for name in names]
         for index, gene in enumerate(self.genes):
             if gene.choices is not None:
                 continue

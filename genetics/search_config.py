@@ -198,7 +198,8 @@ def load_search_config(path: Path | str) -> SearchConfig:
         genome = config.genome()
     except RecipeError as error:
         raise RecipeError(f"{path}: {error}") from None
-    from tasks.merge.plan import check_recipe_alone, method_of  # torch: not for a config that fails above
+    from tasks.merge.plan import check_recipe_alone  # torch: not for a config that fails above
+    from tasks.merge.registry import recipe_method
 
     where = f"{path}: recipe"
     for setting in genome.method_settings():
@@ -206,5 +207,5 @@ def load_search_config(path: Path | str) -> SearchConfig:
             recipe = genome.decode(setting)
         except RecipeError as error:
             raise RecipeError(f"{path}: {error}") from None
-        check_recipe_alone(recipe, method_of(recipe, where), where)
+        check_recipe_alone(recipe, recipe_method(recipe.merge_method, where), where)
     return config

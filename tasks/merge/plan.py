@@ -20,7 +20,7 @@ from tasks.merge.chat_templates import AUTO, resolve_chat_template
 from tasks.merge.output_tokenizer import OutputVocabulary, build_output_vocabulary, config_vocab_size, load_tokenizer
 from tasks.merge.parameters import Value, gradient_values, resolve
 from tasks.merge.recipe import InputSlice, OutputSlice, Parameters, Recipe
-from tasks.merge.registry import MergeMethod, get_method
+from tasks.merge.registry import MergeMethod, recipe_method
 from tasks.merge.tensor_io import ModelSource
 from tasks.merge.vocabulary import RowMap, is_vocabulary_tensor, plan_row_map
 
@@ -136,17 +136,10 @@ def _slices_of(recipe: Recipe, layers: dict[str, int]) -> list[OutputSlice]:
     return [OutputSlice(sources=sources)]
 
 
-def method_of(recipe: Recipe, where: str = "recipe") -> MergeMethod:
-    try:
-        return get_method(recipe.merge_method)
-    except KeyError as error:
-        raise RecipeError(f"{where}: merge_method: {error.args[0]}") from None
-
-
 def check_recipe_alone(recipe: Recipe, method: MergeMethod, where: str = "recipe") -> None:
     """What a recipe must get right before any parent is opened: a base model where its method needs one,
     and only parameters its method takes, each in range. A search checks this before it downloads
-    anything (flows/search.py), so a typo costs seconds, not a download."""
+    anything (genetics/search_config.py), so a typo costs seconds, not a download."""
     if method.needs_base and not recipe.base_model and not any(s.base_model for s in recipe.slices or []):
         raise RecipeError(f"{where}: base_model: required by merge_method {method.name}")
     scopes: list[tuple[str, Parameters | None]] = [("parameters", recipe.parameters)]
@@ -181,7 +174,7 @@ class Planner:
     ) -> None:
         self.recipe = recipe
         self.where = source_name
-        self.method = method_of(recipe, source_name)
+        self.method = recipe_method(recipe.merge_method, source_name)
         missing = [name for name in recipe.model_names() if name not in paths]
         if missing:
             raise RecipeError(f"{source_name}: no local path for model(s) {', '.join(missing)}")

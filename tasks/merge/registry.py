@@ -15,6 +15,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from tasks.errors import RecipeError
+
 Scope = Literal["per_model", "global"]
 BasePolicy = Literal["required", "optional", "ignored"]
 """required: the method works on task vectors against the base; optional: it does when a base is named;
@@ -131,3 +133,11 @@ def get_method(name: str) -> MergeMethod:
     except KeyError:
         known = ", ".join(sorted(METHODS))
         raise KeyError(f"unknown merge_method {name!r}; known methods: {known}") from None
+
+
+def recipe_method(name: str, where: str = "recipe") -> MergeMethod:
+    """`get_method` for a name a user wrote: an unknown one is their mistake, a `RecipeError` at `where`."""
+    try:
+        return get_method(name)
+    except KeyError as error:
+        raise RecipeError(f"{where}: merge_method: {error.args[0]}") from None

@@ -216,13 +216,14 @@ def test_a_gene_outside_what_its_method_takes_is_refused_up_front(
 def test_an_accepted_genome_decodes_only_to_recipes_its_method_accepts(genes: list[float]) -> None:
     """What `GenomeSpec` accepts can never give a candidate that the merge refuses for its settings (the
     checks `plan_merge` runs on the recipe alone), whatever the genes and the method chosen."""
-    from tasks.merge.plan import check_recipe_alone, method_of
+    from tasks.merge.plan import check_recipe_alone
+    from tasks.merge.registry import recipe_method
 
     recipe = METHOD_SPEC.decode(genes)
-    check_recipe_alone(recipe, method_of(recipe))
+    check_recipe_alone(recipe, recipe_method(recipe.merge_method))
     negative = GenomeSpec(TEMPLATE, (GeneSpec(parameter="weight", model="add", low=-1.0, high=2.0),))
     weights = negative.decode(genes[:1])  # task arithmetic takes negative weights (a task vector subtracted)
-    check_recipe_alone(weights, method_of(weights))
+    check_recipe_alone(weights, recipe_method(weights.merge_method))
 
 
 @pytest.mark.parametrize(
