@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tasks.zoo.skills import EASY_FORMATS, FORMATS, SKILLS
 
@@ -52,7 +52,10 @@ class ZooRecipe(BaseModel):
     expert_steps: int = Field(default=300, gt=0)
     expert_learning_rate: float = Field(default=1e-3, gt=0)
     expert_replay: float = Field(default=0.25, ge=0, lt=1)
-    """Share of each expert batch drawn from the base mixture, so experts do not forget the base."""
+    """Share of each expert batch drawn from the replay mixture, so experts do not forget the base."""
+    expert_replay_mixture: dict[str, float] | None = None
+    """What experts replay (format name -> weight); None replays the base mixture. A knob for zoo variants
+    (`tests/benchmarks/zoo_variants.py`): which skills an expert keeps decides how well three experts merge."""
     batch_size: int = Field(default=64, gt=0)
     warmup_fraction: float = Field(default=0.1, ge=0, lt=1)
     grad_clip: float = Field(default=1.0, gt=0)
@@ -62,8 +65,21 @@ class ZooRecipe(BaseModel):
         """The fine-tuning stage of one expert: its skill, plus replay of the base mixture."""
         if skill not in SKILLS:
             raise ValueError(f"unknown skill {skill!r}; expected one of {SKILLS}")
-        mixture = _blend({skill: 1.0}, self.base.mixture, replay=self.expert_replay)
+        replayed = self.base.mixture if self.expert_replay_mixture is None else self.expert_replay_mixture
+        mixture = _blend({skill: 1.0}, replayed, replay=self.expert_replay)
         return TrainingStage(steps=self.expert_steps, learning_rate=self.expert_learning_rate, mixture=mixture)
+
+    @field_validator("expert_replay_mixture")
+    @classmethod
+    def _known_formats(cls, mixture: dict[str, float] | None) -> dict[str, float] | None:
+        if mixture is not None:
+            unknown = sorted(set(mixture) - set(FORMATS))
+            if unknown or not mixture or min(mixture.values()) < 0 or sum(mixture.values()) <= 0:
+                raise ValueError(
+                    f"expert_replay_mixture: needs known formats with weights >= 0 summing above 0; "
+                    f"unknown {unknown}, known {sorted(FORMATS)}"
+                )
+        return mixture
 
     def shortened(self, base_steps: int, expert_steps: int) -> ZooRecipe:
         """The same recipe with fewer steps: for tests that need a real but fast build."""

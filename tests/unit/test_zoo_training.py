@@ -69,3 +69,19 @@ def test_shortened_recipe_changes_only_step_counts() -> None:
     assert (short.base.steps, short.expert_steps) == (20, 10)
     assert short.base.mixture == recipe.base.mixture
     assert short.model_copy(update={"base": recipe.base, "expert_steps": recipe.expert_steps}) == recipe
+
+
+def test_expert_replay_mixture_replaces_the_base_mixture_in_replay() -> None:
+    replayed = {"copy": 3.0, "add": 1.0}
+    recipe = ZooRecipe(expert_replay=0.4, expert_replay_mixture=replayed)
+    mixture = recipe.expert_stage("sort").mixture
+    assert mixture == pytest.approx({"sort": 0.6, "copy": 0.3, "add": 0.1})
+    # None (the default) replays the base mixture: the same stage as naming that mixture explicitly.
+    base = ZooRecipe().base.mixture
+    assert ZooRecipe(expert_replay_mixture=dict(base)).expert_stage("add") == ZooRecipe().expert_stage("add")
+
+
+@pytest.mark.parametrize("mixture", [{"ad": 1.0}, {}, {"add": -1.0, "copy": 2.0}, {"add": 0.0}])
+def test_expert_replay_mixture_refuses_unknown_formats_and_bad_weights(mixture: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match="expert_replay_mixture"):
+        ZooRecipe(expert_replay_mixture=mixture)
