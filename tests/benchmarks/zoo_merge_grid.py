@@ -15,17 +15,27 @@ from tasks.evaluate import EvaluationConfig, Evaluator
 from tasks.merge.recipe import parse_recipe
 from tasks.workbench import Workbench
 from tasks.zoo import default_zoo_dir, ensure_zoo
+from tasks.zoo.manifest import read_manifest
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--zoo", type=Path, default=None)
+    parser.add_argument(
+        "--zoo", type=Path, default=None, help="a built zoo, used as it is (default: the demo zoo, built if missing)"
+    )
     parser.add_argument("--experts", nargs=2, default=["add", "sort"])
     parser.add_argument("--split", default="", help="'' for the search split, '_test' for the held-out one")
     parser.add_argument("--steps", type=int, default=8, help="grid points per axis, spaced 0.2 from 0")
     args = parser.parse_args()
-    zoo = args.zoo or default_zoo_dir()
-    ensure_zoo(zoo)
+    if args.zoo is None:
+        zoo = default_zoo_dir()
+        ensure_zoo(zoo)
+    else:
+        # Never ensure_zoo here: it would rebuild a zoo of another recipe (a zoo_variants.py --out one) as the
+        # default zoo, in place.
+        zoo = args.zoo
+        if read_manifest(zoo) is None:
+            raise SystemExit(f"--zoo {zoo}: no zoo there (no zoo.json); build one with `evomerge zoo build --out`")
     first, second = args.experts
     tasks = (f"evomerge_{first}{args.split}", f"evomerge_{second}{args.split}")
     evaluator = Evaluator(EvaluationConfig(tasks=tasks))
