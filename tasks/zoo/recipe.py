@@ -17,10 +17,11 @@ that task arithmetic over them finds children better than any parent. Measured t
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from tasks.zoo.skills import EASY_FORMATS, FORMATS, SKILLS
+from tasks.zoo.skills import EASY_FORMATS, FORMATS, SKILLS, check_mixture
 
 EASY_SHARE = 0.13
 """Weight of each of the five easy formats in the base mixture (0.65 in all)."""
@@ -33,6 +34,10 @@ DEFAULT_BASE_MIXTURE: dict[str, float] = {
 }
 
 
+Mixture = Annotated[dict[str, float], AfterValidator(check_mixture)]
+"""Format name -> weight, checked when a recipe is made (not first inside a training worker)."""
+
+
 class TrainingStage(BaseModel):
     """One optimisation run: its length, peak learning rate and data mixture (format name -> weight)."""
 
@@ -40,7 +45,7 @@ class TrainingStage(BaseModel):
 
     steps: int = Field(gt=0)
     learning_rate: float = Field(gt=0)
-    mixture: dict[str, float]
+    mixture: Mixture
 
 
 class ZooRecipe(BaseModel):
@@ -53,7 +58,7 @@ class ZooRecipe(BaseModel):
     expert_learning_rate: float = Field(default=1e-3, gt=0)
     expert_replay: float = Field(default=0.25, ge=0, lt=1)
     """Share of each expert batch drawn from the replay mixture, so experts do not forget the base."""
-    expert_replay_mixture: dict[str, float] | None = None
+    expert_replay_mixture: Mixture | None = None
     """What experts replay (format name -> weight); None replays the base mixture. A knob for zoo variants
     (`tests/benchmarks/zoo_variants.py`): which skills an expert keeps decides how well three experts merge."""
     batch_size: int = Field(default=64, gt=0)
@@ -68,18 +73,6 @@ class ZooRecipe(BaseModel):
         replayed = self.base.mixture if self.expert_replay_mixture is None else self.expert_replay_mixture
         mixture = _blend({skill: 1.0}, replayed, replay=self.expert_replay)
         return TrainingStage(steps=self.expert_steps, learning_rate=self.expert_learning_rate, mixture=mixture)
-
-    @field_validator("expert_replay_mixture")
-    @classmethod
-    def _known_formats(cls, mixture: dict[str, float] | None) -> dict[str, float] | None:
-        if mixture is not None:
-            unknown = sorted(set(mixture) - set(FORMATS))
-            if unknown or not mixture or min(mixture.values()) < 0 or sum(mixture.values()) <= 0:
-                raise ValueError(
-                    f"expert_replay_mixture: needs known formats with weights >= 0 summing above 0; "
-                    f"unknown {unknown}, known {sorted(FORMATS)}"
-                )
-        return mixture
 
     def shortened(self, base_steps: int, expert_steps: int) -> ZooRecipe:
         """The same recipe with fewer steps: for tests that need a real but fast build."""

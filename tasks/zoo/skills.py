@@ -161,18 +161,28 @@ def held_out_prompts() -> frozenset[str]:
     )
 
 
+def check_mixture(mixture: Mapping[str, float]) -> Mapping[str, float]:
+    """`mixture` as it is, or the error that names what is wrong: an unknown format, a negative weight, or no
+    positive weight at all. Recipes check here when they are made, training again before it draws."""
+    unknown = set(mixture) - set(FORMATS)
+    if unknown:
+        raise ValueError(f"unknown formats in mixture: {sorted(unknown)}; known: {sorted(FORMATS)}")
+    negative = sorted(name for name, weight in mixture.items() if weight < 0)
+    if negative:
+        raise ValueError(f"negative weights in mixture: {negative}")
+    if not any(weight > 0 for weight in mixture.values()):
+        raise ValueError("mixture has no format with a positive weight")
+    return mixture
+
+
 def training_examples(mixture: Mapping[str, float], seed: int) -> Iterator[Example]:
     """An endless seeded stream of training examples drawn from `mixture` (format name -> weight).
 
     Held-out prompts are rejected and redrawn here, at the single source of training data, so no recipe
     change can leak evaluation prompts into training.
     """
-    unknown = set(mixture) - set(FORMATS)
-    if unknown:
-        raise ValueError(f"unknown formats in mixture: {sorted(unknown)}")
+    check_mixture(mixture)
     names = [name for name, weight in mixture.items() if weight > 0]
-    if not names:
-        raise ValueError("mixture has no format with a positive weight")
     weights = [mixture[name] for name in names]
     excluded = held_out_prompts()
     rng = random.Random(seed)

@@ -85,3 +85,9 @@ def test_expert_replay_mixture_replaces_the_base_mixture_in_replay() -> None:
 def test_expert_replay_mixture_refuses_unknown_formats_and_bad_weights(mixture: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="expert_replay_mixture"):
         ZooRecipe(expert_replay_mixture=mixture)
+
+
+def test_base_mixture_is_checked_when_the_recipe_is_made() -> None:
+    """Not first inside a training worker, minutes into a build: the same check as the replay mixture."""
+    with pytest.raises(ValueError, match=r"base\.mixture[\s\S]*unknown formats in mixture: \['multiply'\]"):
+        ZooRecipe(base={"steps": 10, "learning_rate": 1e-3, "mixture": {"multiply": 1.0}})
