@@ -71,9 +71,7 @@ def measure_variant(name: str, args: argparse.Namespace, work: Path) -> dict[str
     recipe = ZooRecipe(**VARIANTS[name])
     manifest = build_zoo(work / "zoo", recipe=recipe)
     os.environ[ZOO_DIR_ENV] = str(work / "zoo")  # read by the searches' zoo: references and by HeldOut
-    weights = hashlib.sha256(
-        "".join(sorted(h for e in manifest.models.values() for h in e.weight_sha256.values())).encode()
-    )
+    weights = hashlib.sha256("".join(sorted(manifest.weight_hashes().values())).encode())
     print(f"{name}: zoo built in {manifest.build_seconds:.0f} s, weights sha256 {weights.hexdigest()[:16]}", flush=True)
     row: dict[str, Any] = {"variant": name, "experts": {}}
     for skill, entry in manifest.models.items():
