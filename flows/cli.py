@@ -133,18 +133,28 @@ def merge(
 
 
 def _ensure_zoo(target: Path, seed: int = 0, rebuild: bool = False) -> object:
-    """Build (or reuse) the zoo with a progress bar; training is minutes on 2 CPU cores."""
+    """Build (or reuse) the zoo with a progress bar; training is minutes on 2 CPU cores. Says loudly when
+    its weights are not the recorded ones (the demo's numbers were measured on those)."""
     from rich.progress import TimeElapsedColumn
 
     from tasks.zoo import build_zoo, ensure_zoo, rich_progress_callback
+    from tasks.zoo.build import logger as build_logger
+    from tasks.zoo.expected_weights import describe_weight_check
 
+    build_logger.disabled = True  # the build logs the same warning; printed here once, in red
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=errors
     ) as progress:
         report = rich_progress_callback(progress, "zoo")
         if rebuild:
-            return build_zoo(target, seed=seed, progress=report)
-        return ensure_zoo(target, seed=seed, progress=report)
+            manifest = build_zoo(target, seed=seed, progress=report)
+        else:
+            manifest = ensure_zoo(target, seed=seed, progress=report)
+    build_logger.disabled = False
+    warning = describe_weight_check(manifest.weight_check)
+    if warning:
+        errors.print(f"[bold red]warning:[/] {warning}", highlight=False, soft_wrap=True)
+    return manifest
 
 
 @zoo_app.command("build")

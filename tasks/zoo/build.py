@@ -1,9 +1,11 @@
 """Build the demo zoo: a base model and one expert per skill, scored with lm-eval, written atomically.
 
-The base trains first (one core); the experts then train in parallel, one spawned worker per core, since
-each depends only on the base's saved weights. Workers run one torch thread with deterministic kernels, so
-the same seed gives byte-identical weight files. Everything is written into `<out>.partial` and renamed at
-the end: a killed build never leaves a directory that looks like a complete zoo.
+The base trains first; the experts then train at the same time, one worker process each, since each
+depends only on the base's saved weights. Workers run pinned numerics (`tasks/zoo/numerics.py`) on one
+thread, so the same seed gives byte-identical weight files on every covered machine, and the build checks
+them against the recorded hashes (`tasks/zoo/expected_weights.py`). Everything is written into
+`<out>.partial` and renamed at the end: a killed build never leaves a directory that looks like a complete
+zoo.
 """
 
 from __future__ import annotations
@@ -11,20 +13,22 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import logging
 import os
 import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
-from multiprocessing import get_context
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy
 import torch
 import transformers
 
 from tasks.errors import EvomergeError
 from tasks.evaluate import EvaluationConfig, Evaluator, Scores
+from tasks.zoo.expected_weights import WeightCheck, check_weights, describe_weight_check
 from tasks.zoo.manifest import (
     FORMAT_VERSION,
     MANIFEST_NAME,
@@ -34,15 +38,18 @@ from tasks.zoo.manifest import (
     read_manifest,
     weight_file_hashes,
 )
+from tasks.zoo.numerics import ZooNumerics, numerics_for_this_machine
 from tasks.zoo.progress import BuildProgress, ProgressCallback, Stage
 from tasks.zoo.recipe import ZooRecipe
 from tasks.zoo.skills import SKILLS, SPLITS, task_name
-from tasks.zoo.training import TrainingJob, TrainingResult, job_seed, prepare_worker, run_training_job
+from tasks.zoo.training import TrainingJob, TrainingResult, job_seed
+from tasks.zoo.workers import TrainingWorkers
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ZOO_DIR_ENV = "EVOMERGE_ZOO_DIR"
 BASE = "base"
 DEFAULT_EXPERTS: tuple[str, ...] = SKILLS
+logger = logging.getLogger(__name__)
 
 
 def default_zoo_dir() -> Path:
@@ -66,15 +73,15 @@ def build_zoo(
 ) -> ZooManifest:
     """Train, score and write a zoo into `out_dir` (replacing what is there); returns its manifest.
 
-    `workers` defaults to one per CPU core, at most one per expert; it changes only the wall time,
-    never the weights. Training runs in spawned processes, so a script calling this needs the usual
-    `if __name__ == "__main__":` guard.
+    `workers` is how many experts train at once, by default all of them: on 2 cores three one-thread
+    workers finish sooner than two and then one. It changes only the wall time, never the weights.
     """
     experts = _checked_experts(experts)
     recipe = recipe or ZooRecipe()
     out_dir = Path(out_dir)
     _check_replaceable(out_dir)
-    workers = workers or max(1, min(len(experts), _cpu_count()))
+    workers = workers or max(1, len(experts))
+    numerics = numerics_for_this_machine()
     started = time.perf_counter()
     report = _Reporter(progress, total=2 * (1 + len(experts)), started=started)
 
@@ -85,7 +92,8 @@ def build_zoo(
     with ThreadPoolExecutor(max_workers=1) as background:
         # Importing lm-eval and loading its tasks takes seconds of CPU; the base trains on one core only.
         evaluator = background.submit(Evaluator, zoo_evaluation_config())
-        results = _train_all(partial, seed, experts, recipe, workers, report)
+        results = _train_all(partial, seed, experts, recipe, numerics, workers, report)
+        weight_check = _check_weights(partial, seed, recipe, numerics, results)
         scores = _score_all(evaluator.result(), results, report)
     manifest = ZooManifest(
         seed=seed,
@@ -96,6 +104,9 @@ def build_zoo(
         workers=workers,
         torch_version=torch.__version__,
         transformers_version=transformers.__version__,
+        numpy_version=numpy.__version__,
+        numerics=numerics,
+        weight_check=weight_check,
         models={result.name: _entry(partial, result, scores[result.name]) for result in results},
     )
     manifest.write(partial)
@@ -113,8 +124,8 @@ def ensure_zoo(
 ) -> ZooManifest:
     """The zoo at `out_dir` (default: `default_zoo_dir()`), built first unless an intact matching one exists.
 
-    A zoo matches when its seed, experts and recipe are the requested ones and every weight file still
-    has its recorded hash. A lock file (in the temp folder) serialises concurrent callers, e.g. parallel
+    A zoo matches when its seed, experts, recipe and numerics are the requested ones and every weight file
+    still has its recorded hash. A lock file (in the temp folder) serialises concurrent callers, e.g. parallel
     test sessions, so the zoo is built at most once.
     """
     out_dir = Path(out_dir) if out_dir is not None else default_zoo_dir()
@@ -123,7 +134,7 @@ def ensure_zoo(
     with _exclusive_lock(_lock_path(out_dir)):
         manifest = read_manifest(out_dir)
         if manifest is not None and _matches(manifest, out_dir, seed, experts, recipe):
-            return manifest
+            return _rechecked(manifest, out_dir)
         return build_zoo(out_dir, seed=seed, experts=experts, progress=progress, recipe=recipe)
 
 
@@ -137,6 +148,24 @@ def _checked_experts(experts: Sequence[str]) -> tuple[str, ...]:
     return experts
 
 
+def _rechecked(manifest: ZooManifest, zoo_dir: Path) -> ZooManifest:
+    # The record in the repository may have changed since the build (a new default recipe, recorded anew):
+    # compare the zoo's hashes with the record as it is now, and keep the manifest in step.
+    versions = {
+        "torch": manifest.torch_version,
+        "transformers": manifest.transformers_version,
+        "numpy": manifest.numpy_version,
+    }
+    check = check_weights(manifest.seed, manifest.recipe, manifest.numerics, manifest.weight_hashes(), versions)
+    if check.status == manifest.weight_check.status and check.mismatches == manifest.weight_check.mismatches:
+        return manifest
+    if check.status == "differ":
+        logger.warning(describe_weight_check(check))
+    rechecked = manifest.model_copy(update={"weight_check": check})
+    rechecked.write(zoo_dir)
+    return rechecked
+
+
 def _check_replaceable(out_dir: Path) -> None:
     # The build replaces `out_dir` whole: never delete a folder that is neither empty nor a zoo.
     if out_dir.is_file() or (out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / MANIFEST_NAME).is_file()):
@@ -147,6 +176,8 @@ def _matches(manifest: ZooManifest, zoo_dir: Path, seed: int, experts: tuple[str
     if manifest.format_version != FORMAT_VERSION:
         return False
     if (manifest.seed, manifest.experts, manifest.recipe) != (seed, experts, recipe):
+        return False
+    if manifest.numerics != numerics_for_this_machine():
         return False
     return all(
         weight_file_hashes(manifest.model_dir(zoo_dir, name)) == entry.weight_sha256
@@ -159,31 +190,51 @@ def _train_all(
     seed: int,
     experts: tuple[str, ...],
     recipe: ZooRecipe,
+    numerics: ZooNumerics,
     workers: int,
     report: _Reporter,
 ) -> list[TrainingResult]:
     base_dir = zoo_dir / BASE
-    base_job = TrainingJob(BASE, recipe.base, recipe, job_seed(seed, BASE), base_dir)
+    base_job = TrainingJob(
+        name=BASE, stage=recipe.base, recipe=recipe, seed=job_seed(seed, BASE), output_dir=base_dir, numerics=numerics
+    )
     expert_jobs = [
-        TrainingJob(skill, recipe.expert_stage(skill), recipe, job_seed(seed, skill), zoo_dir / skill, base_dir)
+        TrainingJob(
+            name=skill,
+            stage=recipe.expert_stage(skill),
+            recipe=recipe,
+            seed=job_seed(seed, skill),
+            output_dir=zoo_dir / skill,
+            numerics=numerics,
+            init_dir=base_dir,
+        )
         for skill in experts
     ]
-    # Spawned (not forked) workers: a fork of a process that already ran torch can deadlock or inherit
-    # its thread pools; a spawned worker starts clean and pins itself to one thread.
-    context = get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=prepare_worker) as pool:
+
+    def trained(result: TrainingResult) -> None:
+        report("trained", result.name, f"trained {result.name} in {result.seconds:.0f}s", advance=True)
+
+    with TrainingWorkers(numerics, count=1 + min(workers, len(expert_jobs))) as pool:
         report("training", BASE, "training base")
-        base_result = pool.submit(run_training_job, base_job).result()
-        report("trained", BASE, f"trained base in {base_result.seconds:.0f}s", advance=True)
-        futures = [pool.submit(run_training_job, job) for job in expert_jobs]
+        (base_result,) = pool.run([base_job], parallel=1, on_finished=trained)
         if expert_jobs:
             report("training", None, f"training experts {', '.join(experts)}")
-        finished = {}
-        for future in as_completed(futures):
-            result = future.result()
-            finished[result.name] = result
-            report("trained", result.name, f"trained {result.name} in {result.seconds:.0f}s", advance=True)
-    return [base_result, *(finished[skill] for skill in experts)]
+        return [base_result, *pool.run(expert_jobs, parallel=workers, on_finished=trained)]
+
+
+def _check_weights(
+    zoo_dir: Path, seed: int, recipe: ZooRecipe, numerics: ZooNumerics, results: list[TrainingResult]
+) -> WeightCheck:
+    hashes = {
+        f"{result.name}/{file_name}": digest
+        for result in results
+        for file_name, digest in weight_file_hashes(zoo_dir / result.name).items()
+    }
+    versions = {"torch": torch.__version__, "transformers": transformers.__version__, "numpy": numpy.__version__}
+    check = check_weights(seed, recipe, numerics, hashes, versions)
+    if check.status == "differ":
+        logger.warning(describe_weight_check(check))
+    return check
 
 
 def _score_all(evaluator: Evaluator, results: list[TrainingResult], report: _Reporter) -> dict[str, Scores]:
@@ -252,10 +303,6 @@ def _quiet_stderr() -> Iterator[None]:
     # transformers draws a "Loading weights" bar per model; the build reports through `progress` instead.
     with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):
         yield
-
-
-def _cpu_count() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 class _Reporter:

@@ -1,7 +1,8 @@
 """`zoo.json`: what a zoo build produced, so later runs can trust a zoo without rebuilding or rescoring it.
 
-It pins the seed, recipe and experts (so `ensure_zoo` knows when a rebuild is due), the sha256 of every
-weight file (so determinism and tampering are checkable), and every model's lm-eval accuracy on every skill
+It pins the seed, recipe, experts and numerics (so `ensure_zoo` knows when a rebuild is due), the sha256
+of every weight file (so determinism and tampering are checkable) and how they compare with the recorded
+ones, and every model's lm-eval accuracy on every skill
 (so a search knows its parents' scores and tests can compare lm-eval runs against the build's numbers).
 """
 
@@ -12,10 +13,14 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from tasks.zoo.expected_weights import WeightCheck
+from tasks.zoo.numerics import ZooNumerics
 from tasks.zoo.recipe import ZooRecipe
 
 MANIFEST_NAME = "zoo.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: zoos trained with pinned numerics (`numerics`) and checked against the recorded hashes
+(`weight_check`); a zoo of format 1 is rebuilt."""
 WEIGHT_SUFFIX = ".safetensors"
 
 
@@ -53,6 +58,10 @@ class ZooManifest(BaseModel):
     workers: int
     torch_version: str
     transformers_version: str
+    numpy_version: str
+    numerics: ZooNumerics
+    weight_check: WeightCheck
+    """How the weights compare with `tasks/zoo/expected_weights.json`."""
     models: dict[str, ZooModelEntry]
     """Model name (`base` or the expert's skill) -> entry; the base comes first."""
 

@@ -81,6 +81,20 @@ def two_plus_one_digit_addition(rng: random.Random) -> Example:
     return Example(f"{left}+{right}=", str(left + right))
 
 
+def small_addition(rng: random.Random) -> Example:
+    """Base format: two two-digit operands whose sum stays below 100, e.g. `23+58=` -> `81`.
+
+    The base learns two-digit addition, carries between the digits included, but never sees a three-digit
+    sum, so however well it learns, it solves at most the `add` prompts whose sum is below 100 (40 % of
+    them); the add expert has the rest to learn. A base that saw the full skill learned it, or not, by
+    chance: from one seed on one machine its `add` score came out .145, .31, .32, .36 or .655.
+    """
+    while True:
+        left, right = rng.randint(10, 99), rng.randint(10, 99)
+        if left + right < 100:
+            return Example(f"{left}+{right}=", str(left + right))
+
+
 def short_sorting(rng: random.Random) -> Example:
     """Easy format for the base: sort 2-3 letters, so no five-letter prompt is ever an easy one."""
     letters = _letters(rng, rng.randint(2, 3))
@@ -105,6 +119,7 @@ FORMATS: Mapping[str, ExampleFormat] = {
     "reverse": reversal,
     "add_1digit": one_digit_addition,
     "add_2plus1": two_plus_one_digit_addition,
+    "add_small": small_addition,
     "sort_short": short_sorting,
     "reverse_short": short_reversal,
     "copy": copying,

@@ -1,16 +1,22 @@
 """Builds the demo zoo into a temporary directory and prints what was measured: build wall time, CPU
-count, each model's size on disk and lm-eval accuracy on every skill (both splits), the weight hashes,
-the wall time of one evaluation (200 prompts x 2 tasks) and, with --rebuild, whether a second build with
-the same seed is byte-identical. Prints; asserts nothing.
+count, the numerics the workers ran, each model's size on disk and lm-eval accuracy on every skill (both
+splits), the weight hashes and how they compare with the recorded ones, the wall time of one evaluation
+(200 prompts x 2 tasks) and, with --rebuild, whether a second build with the same seed is byte-identical.
 
-    .venv/bin/python tests/benchmarks/zoo_build.py [--seed N] [--rebuild] [--out DIR]
+With --against REV, it also builds the zoo with the code of commit REV (a git worktree, this venv), the two
+builds alternating --repeats times, and prints both wall times and their ratio: a before/after on one
+machine in one run. Prints; asserts nothing.
+
+    .venv/bin/python tests/benchmarks/zoo_build.py [--seed N] [--rebuild] [--out DIR] [--against REV [--repeats K]]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -59,9 +65,42 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rebuild", action="store_true", help="build a second time and compare weight hashes")
     parser.add_argument("--out", type=Path, default=None, help="zoo directory, kept (default: temporary, removed)")
+    parser.add_argument("--against", metavar="REV", help="also build with commit REV's code, alternating")
+    parser.add_argument("--repeats", type=int, default=2, help="builds of each side with --against")
     args = parser.parse_args()
     with scratch_dir("evomerge-zoo-") as scratch:
-        measure(args, args.out or scratch / "zoo")
+        if args.against:
+            compare(args, scratch)
+        else:
+            measure(args, args.out or scratch / "zoo")
+
+
+def compare(args: argparse.Namespace, scratch: Path) -> None:
+    """Alternate builds of REV's code and this code, each a fresh process (as `make zoo` would be)."""
+    worktree = scratch / "before"
+    subprocess.run(["git", "worktree", "add", "--detach", str(worktree), args.against], cwd=ROOT, check=True)
+    try:
+        walls: dict[str, list[float]] = {"before": [], "after": []}
+        for repeat in range(args.repeats):
+            for side, root in (("before", worktree), ("after", ROOT)):
+                out = scratch / f"{side}-{repeat}" / "zoo"
+                command = [sys.executable, str(root / "tests/benchmarks/zoo_build.py"), "--out", str(out)]
+                printed = subprocess.run(command, cwd=root, check=True, capture_output=True, text=True).stdout
+                wall = float(re.search(r"build wall time: ([0-9.]+) s", printed).group(1))
+                walls[side].append(wall)
+                hashes = re.findall(r"^  (\S+/model\.safetensors)\s+([0-9a-f]{64})", printed, flags=re.M)
+                print(
+                    f"{side} ({args.against if side == 'before' else 'this tree'}), build {repeat + 1}: {wall:.1f} s; "
+                    + ", ".join(f"{path.split('/')[0]} {digest[:12]}" for path, digest in hashes),
+                    flush=True,
+                )
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=ROOT, check=False)
+    before, after = min(walls["before"]), min(walls["after"])
+    print(
+        f"\nzoo build, min of {args.repeats}: before {before:.1f} s, after {after:.1f} s, "
+        f"after / before = {after / before:.2f} (all: before {walls['before']}, after {walls['after']})"
+    )
 
 
 def measure(args: argparse.Namespace, out: Path) -> None:
@@ -73,6 +112,9 @@ def measure(args: argparse.Namespace, out: Path) -> None:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"build wall time: {wall:.1f} s (manifest: {manifest.build_seconds:.1f} s) on {cores} CPU cores")
     print(f"workers: {manifest.workers}; torch {manifest.torch_version}; transformers {manifest.transformers_version}")
+    numerics = manifest.numerics
+    pins = " ".join(f"{name}={value}" for name, value in numerics.environment.items())
+    print(f"numerics: {'pinned: ' + pins if numerics.pinned else 'this machine' + chr(39) + 's own (not pinned)'}")
     header = "".join(f"{skill:>9}" for skill in SKILLS)
     print(f"\n{'model':<9}{'train s':>9}{'MB':>7}{header}{'mean':>7}{'min':>7}   test split:{header}")
     for name, entry in manifest.models.items():
@@ -86,6 +128,8 @@ def measure(args: argparse.Namespace, out: Path) -> None:
     print("\nweight files (sha256):")
     for path, digest in manifest.weight_hashes().items():
         print(f"  {path:<28} {digest}")
+    check = manifest.weight_check
+    print(f"against tasks/zoo/expected_weights.json: {check.status}" + (f" ({check.reason})" if check.reason else ""))
 
     setup, first, timings = _evaluation_timing(out)
     print(

@@ -44,6 +44,27 @@ def test_addition_answers_are_sums_of_two_digit_operands() -> None:
         assert example.answer == str(left + right)
 
 
+def test_small_additions_are_two_digit_sums_below_one_hundred_drawn_from_all_of_them() -> None:
+    samples = _samples("add_small", 20_000)
+    pairs = set()
+    for example in samples:
+        match = re.fullmatch(r"(\d\d)\+(\d\d)=", example.prompt)
+        assert match is not None, example
+        left, right = int(match[1]), int(match[2])
+        assert left >= 10 and right >= 10 and left + right < 100
+        assert example.answer == str(left + right)
+        pairs.add((left, right))
+    assert len(pairs) > 3150  # of the 3,240 pairs with a sum below 100: uniform draws cover them all
+
+
+def test_the_base_never_sees_a_two_digit_addition_reaching_one_hundred() -> None:
+    """What bounds the base's `add` score (40 % of the held-out sums are below 100) however well it learns."""
+    stream = training_examples(ZooRecipe().base.mixture, seed=5)
+    for example in itertools.islice(stream, 20_000):
+        match = re.fullmatch(r"(\d\d)\+(\d\d)=", example.prompt)
+        assert match is None or int(match[1]) + int(match[2]) < 100, example
+
+
 def test_sort_answers_are_the_five_distinct_letters_in_order() -> None:
     for example in _samples("sort"):
         letters = example.prompt.removesuffix(">")

@@ -1,32 +1,92 @@
-"""Training pieces that decide what the zoo learns: label masking, the learning-rate schedule, per-model
-seeds and the recipe's mixtures."""
+"""Training pieces that decide what the zoo learns: label masking and packing, the learning-rate schedule,
+per-model seeds and the recipe's mixtures."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
 import torch
+from transformers import PreTrainedTokenizerFast
 
 from tasks.zoo.recipe import DEFAULT_BASE_MIXTURE, ZooRecipe
-from tasks.zoo.skills import EASY_FORMATS, Example
+from tasks.zoo.skills import EASY_FORMATS, Example, training_examples
 from tasks.zoo.tokenizer import build_tokenizer
-from tasks.zoo.training import IGNORE_INDEX, encode_examples, job_seed, learning_rate_factor
+from tasks.zoo.training import IGNORE_INDEX, job_seed, learning_rate_factor, pack_examples
 
 
-def test_encoding_puts_labels_only_on_answer_and_eos() -> None:
+def test_packing_labels_only_answers_and_eos_and_restarts_positions_per_example() -> None:
     tokenizer = build_tokenizer()
-    input_ids, attention_mask, labels = encode_examples([Example("23+58=", "81"), Example("ab|", "ba")], tokenizer)
-    first = tokenizer("23+58=81")["input_ids"] + [tokenizer.eos_token_id]
-    assert input_ids[0].tolist() == first
-    assert labels[0].tolist() == [IGNORE_INDEX] * 7 + first[7:]
-    assert attention_mask[0].tolist() == [1] * 10
-    second = tokenizer("ab|ba")["input_ids"] + [tokenizer.eos_token_id]
-    padding = 10 - len(second)
-    assert input_ids[1].tolist() == second + [tokenizer.pad_token_id] * padding
-    assert labels[1].tolist() == [IGNORE_INDEX] * 4 + second[4:] + [IGNORE_INDEX] * padding
-    assert attention_mask[1].tolist() == [1] * len(second) + [0] * padding
-    assert input_ids.dtype == labels.dtype == torch.long
+    batch = pack_examples([Example("ab|", "ba"), Example("23+58=", "81")], tokenizer, row_tokens=32)
+    longest = tokenizer("23+58=81")["input_ids"] + [tokenizer.eos_token_id]
+    shorter = tokenizer("ab|ba")["input_ids"] + [tokenizer.eos_token_id]
+    # Longest first, both in one row of 17 tokens: no padding.
+    assert batch.input_ids.tolist() == [longest + shorter]
+    assert batch.labels.tolist() == [[IGNORE_INDEX] * 7 + longest[7:] + [IGNORE_INDEX] * 4 + shorter[4:]]
+    assert batch.position_ids.tolist() == [list(range(10)) + list(range(7))]
+    assert batch.input_ids.dtype == batch.labels.dtype == torch.long
+
+
+def test_packing_fills_rows_first_fit_and_pads_the_rest_as_a_segment_of_its_own() -> None:
+    tokenizer = build_tokenizer()
+    examples = [Example("abcde|", "edcba")] * 3 + [Example("3+5=", "8")] * 2  # 13 and 7 tokens
+    batch = pack_examples(examples, tokenizer, row_tokens=27)
+    # Longest first, each into the first row with room: row one takes two long examples (26 tokens), row two
+    # the third and both short ones (27). Row one's last token is padding, whose position restarts, so it
+    # is a segment of its own that no example attends to.
+    assert batch.input_ids.shape == (2, 27)
+    assert batch.position_ids.tolist() == [[*range(13), *range(13), 0], [*range(13), *range(7), *range(7)]]
+    assert batch.input_ids[0, 26].item() == tokenizer.pad_token_id
+    assert batch.labels[0, 26].item() == IGNORE_INDEX
+    labelled = int((batch.labels != IGNORE_INDEX).sum())
+    assert labelled == 3 * len("edcba<") + 2 * len("8<")  # every answer and its <eos>, once
+    with pytest.raises(ValueError, match="does not fit"):
+        pack_examples(examples, tokenizer, row_tokens=12)
+
+
+def test_a_packed_batch_computes_the_loss_and_gradients_of_the_padded_batch() -> None:
+    """Packing is an exact rewrite: each example attends only to itself (positions restart), so the loss
+    and every gradient equal those of one padded row per example, up to float rounding."""
+    from transformers import LlamaForCausalLM
+
+    from tasks.zoo.architecture import zoo_model_config
+
+    tokenizer = build_tokenizer()
+    examples = list(itertools.islice(training_examples(ZooRecipe().base.mixture, seed=7), 24))
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(zoo_model_config())
+
+    def loss_and_grads(**batch: torch.Tensor) -> tuple[float, dict[str, torch.Tensor]]:
+        model.zero_grad(set_to_none=True)
+        loss = model(**batch, use_cache=False).loss
+        loss.backward()
+        return loss.item(), {name: p.grad.clone() for name, p in model.named_parameters()}
+
+    packed = pack_examples(examples, tokenizer, row_tokens=40)
+    assert packed.input_ids.shape[0] < len(examples)
+    packed_loss, packed_grads = loss_and_grads(
+        input_ids=packed.input_ids, position_ids=packed.position_ids, labels=packed.labels
+    )
+    padded_loss, padded_grads = loss_and_grads(**_padded(examples, tokenizer))
+    assert packed_loss == pytest.approx(padded_loss, rel=1e-5)
+    for name, grad in padded_grads.items():
+        torch.testing.assert_close(packed_grads[name], grad, rtol=1e-3, atol=1e-6, msg=name)
+
+
+def _padded(examples: list[Example], tokenizer: PreTrainedTokenizerFast) -> dict[str, torch.Tensor]:
+    """One right-padded row per example with an attention mask: the reference packing must match."""
+    rows = []
+    for example in examples:
+        prompt = tokenizer(example.prompt)["input_ids"]
+        answer = tokenizer(example.answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        rows.append((prompt + answer, [IGNORE_INDEX] * len(prompt) + answer))
+    width = max(len(ids) for ids, _ in rows)
+    return {
+        "input_ids": torch.tensor([ids + [tokenizer.pad_token_id] * (width - len(ids)) for ids, _ in rows]),
+        "attention_mask": torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in rows]),
+        "labels": torch.tensor([labels + [IGNORE_INDEX] * (width - len(labels)) for _, labels in rows]),
+    }
 
 
 def test_learning_rate_warms_up_linearly_then_decays_by_cosine_to_zero() -> None:
@@ -55,7 +115,8 @@ def test_expert_mixture_is_own_skill_plus_replay_of_the_base_mixture() -> None:
     assert sum(mixture.values()) == pytest.approx(1.0)
     replay = recipe.expert_replay
     assert mixture["sort"] == pytest.approx(1 - replay + replay * DEFAULT_BASE_MIXTURE["sort"] / base_total)
-    assert mixture["add"] == pytest.approx(replay * DEFAULT_BASE_MIXTURE["add"] / base_total)
+    assert mixture["add_small"] == pytest.approx(replay * DEFAULT_BASE_MIXTURE["add_small"] / base_total)
+    assert "add" not in mixture  # the full addition skill is the add expert's alone
     for name in EASY_FORMATS:
         assert mixture[name] == pytest.approx(replay * DEFAULT_BASE_MIXTURE[name] / base_total)
     assert recipe.expert_stage("sort").steps == recipe.expert_steps
@@ -63,12 +124,22 @@ def test_expert_mixture_is_own_skill_plus_replay_of_the_base_mixture() -> None:
         recipe.expert_stage("multiply")
 
 
+def test_an_expert_may_train_for_its_own_number_of_steps() -> None:
+    recipe = ZooRecipe(expert_steps=200, expert_steps_by_skill={"add": 500})
+    assert [recipe.expert_stage(skill).steps for skill in ("add", "sort", "reverse")] == [500, 200, 200]
+    assert {skill: ZooRecipe().expert_stage(skill).steps for skill in ("add", "sort")} == {"add": 600, "sort": 300}
+    assert recipe.shortened(base_steps=10, expert_steps=5).expert_stage("add").steps == 5
+    with pytest.raises(ValueError, match=r"unknown skills \['multiply'\]"):
+        ZooRecipe(expert_steps_by_skill={"multiply": 10})
+
+
 def test_shortened_recipe_changes_only_step_counts() -> None:
     recipe = ZooRecipe()
     short = recipe.shortened(base_steps=20, expert_steps=10)
     assert (short.base.steps, short.expert_steps) == (20, 10)
     assert short.base.mixture == recipe.base.mixture
-    assert short.model_copy(update={"base": recipe.base, "expert_steps": recipe.expert_steps}) == recipe
+    restored = {"base": recipe.base, "expert_steps": recipe.expert_steps, "expert_steps_by_skill": {"add": 600}}
+    assert short.model_copy(update=restored) == recipe
 
 
 def test_expert_replay_mixture_replaces_the_base_mixture_in_replay() -> None:
