@@ -35,18 +35,21 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "letters-replay-0.5-350": {
         "expert_replay": 0.5,
         "expert_steps": 350,
-        "expert_replay_mixture": {**EASY_REPLAY, "add": 0.05, "sort": 0.015, "reverse": 0.04},
+        "expert_replay_mixture": {**EASY_REPLAY, "add_small": 0.05, "sort": 0.015, "reverse": 0.04},
     },
-    "more-letters-replay-0.25": {"expert_replay_mixture": {**EASY_REPLAY, "add": 0.25, "sort": 0.08, "reverse": 0.08}},
+    "more-letters-replay-0.25": {
+        "expert_replay_mixture": {**EASY_REPLAY, "add_small": 0.25, "sort": 0.08, "reverse": 0.08}
+    },
     "more-letters-replay-0.5-350": {
         "expert_replay": 0.5,
         "expert_steps": 350,
-        "expert_replay_mixture": {**EASY_REPLAY, "add": 0.05, "sort": 0.08, "reverse": 0.08},
+        "expert_replay_mixture": {**EASY_REPLAY, "add_small": 0.05, "sort": 0.08, "reverse": 0.08},
     },
 }
 """Overrides of `ZooRecipe`'s defaults. `expert_replay_mixture` is what an expert replays instead of the base
-mixture: the easy formats alone, or with the hard skills at other shares (the base mixture has add 0.25,
-sort 0.015, reverse 0.04)."""
+mixture: the easy formats alone, or with the hard skills at other shares (the base mixture has add_small
+0.25, sort 0.015, reverse 0.04). `expert_steps` sets the letter experts' steps; the add expert keeps its own
+600 (`expert_steps_by_skill`)."""
 
 
 def main() -> None:
