@@ -156,11 +156,9 @@ def _rechecked(manifest: ZooManifest, zoo_dir: Path) -> ZooManifest:
         "transformers": manifest.transformers_version,
         "numpy": manifest.numpy_version,
     }
-    check = check_weights(manifest.seed, manifest.recipe, manifest.numerics, manifest.weight_hashes(), versions)
+    check = _checked_weights(manifest.seed, manifest.recipe, manifest.numerics, manifest.weight_hashes(), versions)
     if check.status == manifest.weight_check.status and check.mismatches == manifest.weight_check.mismatches:
         return manifest
-    if check.status == "differ":
-        logger.warning(describe_weight_check(check))
     rechecked = manifest.model_copy(update={"weight_check": check})
     rechecked.write(zoo_dir)
     return rechecked
@@ -231,6 +229,13 @@ def _check_weights(
         for file_name, digest in weight_file_hashes(zoo_dir / result.name).items()
     }
     versions = {"torch": torch.__version__, "transformers": transformers.__version__, "numpy": numpy.__version__}
+    return _checked_weights(seed, recipe, numerics, hashes, versions)
+
+
+def _checked_weights(
+    seed: int, recipe: ZooRecipe, numerics: ZooNumerics, hashes: dict[str, str], versions: dict[str, str]
+) -> WeightCheck:
+    """`check_weights`, logged as a warning when the weights differ from the record."""
     check = check_weights(seed, recipe, numerics, hashes, versions)
     if check.status == "differ":
         logger.warning(describe_weight_check(check))

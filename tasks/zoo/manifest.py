@@ -1,9 +1,9 @@
 """`zoo.json`: what a zoo build produced, so later runs can trust a zoo without rebuilding or rescoring it.
 
-It pins the seed, recipe, experts and numerics (so `ensure_zoo` knows when a rebuild is due), the sha256
-of every weight file (so determinism and tampering are checkable) and how they compare with the recorded
-ones, and every model's lm-eval accuracy on every skill
-(so a search knows its parents' scores and tests can compare lm-eval runs against the build's numbers).
+It pins the seed, recipe, experts and numerics (so `ensure_zoo` knows when a rebuild is due), the sha256 of
+every weight file and how they compare with the recorded ones (so determinism and tampering are checkable),
+and every model's lm-eval accuracy on every skill (so a search knows its parents' scores and tests can
+compare lm-eval runs against the build's numbers).
 """
 
 from __future__ import annotations

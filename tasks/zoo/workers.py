@@ -9,6 +9,7 @@ training leaves free, and wait for their job on stdin.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -28,6 +29,9 @@ SOURCE_ROOT = Path(__file__).resolve().parents[2]
 """The folder holding this `tasks` package: workers import the same code as the parent."""
 
 _STDERR_TAIL = 3000
+SHORTER_JOB_NICENESS = 5
+"""Niceness of jobs shorter than the longest one running beside them (Linux gives nice 0 three times the
+CPU share of nice 5)."""
 
 
 class TrainingWorkerError(EvomergeError):
@@ -56,8 +60,11 @@ class _Worker:
                 break
         self.ready.set()
 
-    def run(self, job: TrainingJob) -> TrainingResult:
+    def run(self, job: TrainingJob, niceness: int = 0) -> TrainingResult:
         self.ready.wait()
+        if niceness:
+            with contextlib.suppress(OSError):  # a lower priority is only a wish: never fail a job for it
+                os.setpriority(os.PRIO_PROCESS, self.process.pid, niceness)
         try:
             stdout, _ = self.process.communicate(job.model_dump_json())
         except BrokenPipeError:
@@ -129,9 +136,19 @@ class TrainingWorkers:
         on_finished: Callable[[TrainingResult], None] | None = None,
     ) -> list[TrainingResult]:
         """Run `jobs`, at most `parallel` at a time; results in the order of `jobs`. The first failure is
-        raised (close the workers to stop the others)."""
+        raised (close the workers to stop the others).
+
+        Jobs shorter than the longest run at a lower priority: when there are more jobs than cores, the
+        longest (the add expert's 600 steps) keeps a core to itself and the others share the rest, so they
+        all end at about the same time instead of the longest one running alone at the end.
+        """
+        longest = max((job.stage.steps for job in jobs), default=0)
+
+        def run(job: TrainingJob) -> TrainingResult:
+            return self._take().run(job, niceness=SHORTER_JOB_NICENESS if job.stage.steps < longest else 0)
+
         with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-            futures = {pool.submit(lambda job: self._take().run(job), job): index for index, job in enumerate(jobs)}
+            futures = {pool.submit(run, job): index for index, job in enumerate(jobs)}
             results: dict[int, TrainingResult] = {}
             try:
                 for future in as_completed(futures):

@@ -11,6 +11,7 @@ the AVX2 builds of ATen alone gave three different zoos from one seed on this ma
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,26 @@ def test_a_build_on_a_simulated_machine_has_the_recorded_weights(
     assert manifest.numerics == pinned_numerics()
     assert manifest.weight_hashes() == expected_weights().weight_sha256, describe_weight_check(manifest.weight_check)
     assert manifest.weight_check.status == "match"
+
+
+def test_a_zoo_whose_weights_differ_from_the_record_says_so_loudly(
+    zoo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The CLI's path (`evomerge zoo build` / `demo` on an existing zoo), against a record that names other
+    bytes for one model: the manifest says `differ`, and stderr names the file, both hashes and the cause."""
+    from flows.cli import _ensure_zoo
+    from tasks.zoo import expected_weights as record_module
+
+    copy = tmp_path / "zoo"
+    shutil.copytree(zoo_dir, copy)
+    record = expected_weights()
+    other = {**record.weight_sha256, "sort/model.safetensors": "f" * 64}
+    monkeypatch.setattr(record_module, "expected_weights", lambda: record.model_copy(update={"weight_sha256": other}))
+
+    manifest = _ensure_zoo(copy)
+    assert manifest.weight_check.status == "differ"
+    stderr = " ".join(capsys.readouterr().err.split())
+    built = record.weight_sha256["sort/model.safetensors"]
+    assert f"sort/model.safetensors: expected {'f' * 64}, built {built}" in stderr
+    assert "cause: same libraries and pinned numerics" in stderr and "warning:" in stderr
+    assert read_manifest(copy).weight_check.status == "differ"  # the manifest on disk says so too
