@@ -5,8 +5,8 @@ A machine decides kernels through what its CPU offers, which the libraries read 
 variables make them choose as another machine would: ATen's kernel build (`ATEN_CPU_CAPABILITY`: the default,
 AVX2 or AVX-512 build), OpenBLAS's core type, MKL's code branch and instruction cap, glibc's CPU-specific
 variants of its maths functions (`GLIBC_TUNABLES`), thread counts and how many experts train at once. Each
-builds in full (base and three experts, as `make demo` does). Before numerics were pinned, the default and
-the AVX2 builds of ATen alone gave three different zoos from one seed on this machine.
+builds in full (base and three experts, as `make demo` does). Before numerics were pinned, ATen's default,
+AVX2 and AVX-512 builds alone gave three different zoos from one seed on this machine.
 """
 
 from __future__ import annotations
