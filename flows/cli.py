@@ -203,6 +203,12 @@ def search(
     """Run the genetic search of CONFIG: a Prefect flow logged to MLflow; prints parents vs child.
 
     Rerunning the same command on the same output directory continues a stopped or killed search."""
+    from flows.preflight import check_search_config
+
+    try:
+        check_search_config(str(config))  # before the flow's seconds of imports
+    except EvomergeError as error:
+        _fail(error)
     from flows.report import print_search_report
     from flows.search import check_search_inputs
     from flows.search import search as search_flow
@@ -250,14 +256,20 @@ def serve(
     """Serve the search as a Prefect deployment (no Docker, no work pool): scheduled runs, runs started
     from the UI, and retries of failed runs execute in this process until it is stopped. Needs a Prefect
     server (`make services`, then PREFECT_API_URL)."""
-    from flows.nightly import night_date
-    from flows.search import check_search_inputs
-    from flows.search import search as search_flow
+    from flows.preflight import check_search_config
 
     if not os.environ.get("PREFECT_API_URL"):
         _fail(EvomergeError("`evomerge serve` needs a Prefect server: run `make services` and export PREFECT_API_URL"))
     if nightly not in ("continue", "new"):
         _fail(EvomergeError(f"--nightly {nightly!r}: expected continue or new"))
+    try:
+        check_search_config(str(config.resolve()))  # before the flow's seconds of imports
+    except EvomergeError as error:
+        _fail(error)
+    from flows.nightly import night_date
+    from flows.search import check_search_inputs
+    from flows.search import search as search_flow
+
     try:
         loaded, _, _ = check_search_inputs(str(config.resolve()), str(out) if out else None, False)
         from datetime import UTC, datetime

@@ -31,6 +31,7 @@ from flows import stages
 from flows.live import SearchProgress
 from flows.nightly import NightlyMode, plan_night
 from flows.paths import evomerge_version, runs_dir
+from flows.preflight import check_search_config
 from flows.search_state import (
     CANDIDATES_NAME,
     CandidateLog,
@@ -49,10 +50,10 @@ from flows.tracking_queue import TrackingQueue
 from genetics.algorithm import make_algorithm
 from genetics.genome import GenomeSpec
 from genetics.individual import Individual
-from genetics.search_config import SearchConfig, load_search_config
+from genetics.search_config import SearchConfig
 from tasks.candidate import CandidateRecord, candidate_key, merge_key
-from tasks.errors import EvaluationError, EvomergeError, StageFailure
-from tasks.evaluate import DEFAULT_INCLUDE_PATH, EvaluationConfig, Evaluator, available_tasks
+from tasks.errors import EvomergeError, StageFailure
+from tasks.evaluate import EvaluationConfig, Evaluator, available_tasks
 from tasks.faults import set_fault_scope
 from tasks.held_out import BOOTSTRAP_ITERATIONS, CONFIDENCE, bootstrap_scores
 from tasks.merge.plan import plan_merge
@@ -171,8 +172,7 @@ def check_search_inputs(
     the CLI calls it before starting the flow, so these errors come without a Prefect traceback.
 
     A scheduled (`nightly`) run gets its night's output directory, seed and budget (flows/nightly.py)."""
-    config = load_search_config(config_path)
-    check_tasks_exist(config, config_path)
+    config = check_search_config(config_path)
     out = Path(output_dir or config.output_dir or runs_dir() / config.name).resolve()
     if nightly is not None:
         scheduled = flow_run.get_scheduled_start_time() or datetime.now(UTC)
@@ -188,19 +188,6 @@ def check_search_inputs(
     if resume and checkpoint is None:
         raise EvomergeError(f"{out}: nothing to resume (no checkpoint); run without --resume to start")
     return config, out, checkpoint
-
-
-def check_tasks_exist(config: SearchConfig, config_path: str) -> None:
-    """Every lm-eval task the config names, search and held-out, is defined: a misspelt held-out task would
-    otherwise surface only after the whole search, when the final report scores the test splits."""
-    known = available_tasks()
-    named = [*config.evaluation.tasks, *(config.evaluation.held_out_tasks or [])]
-    unknown = [task for task in named if task not in known]
-    if unknown:
-        raise EvaluationError(
-            f"{config_path}: evaluation: unknown lm-eval tasks {unknown} in {DEFAULT_INCLUDE_PATH}; "
-            f"known: {', '.join(sorted(known))}"
-        )
 
 
 @flow(name="evomerge-search", log_prints=False)

@@ -11,11 +11,12 @@ once per search (tasks/lm_eval_reuse.py).
 from __future__ import annotations
 
 import contextlib
+import difflib
 import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -140,9 +141,7 @@ class Evaluator:
         manager = TaskManager(include_path=str(self.config.include_path), include_defaults=False)
         unknown = [name for name in self.config.tasks if name not in manager.all_tasks]
         if unknown:
-            raise EvaluationError(
-                f"unknown lm-eval tasks {unknown} in {self.config.include_path}; known: {sorted(manager.all_tasks)}"
-            )
+            raise EvaluationError(unknown_tasks_message(unknown, manager.all_tasks, self.config.include_path))
         try:
             self._task_dict = get_task_dict(list(self.config.tasks), manager)
         except Exception as error:  # lm-eval raises bare exceptions for broken YAML or data
@@ -237,6 +236,17 @@ def _leaf_task_objects(task_dict: dict[Any, Any]) -> list[Any]:
     for value in task_dict.values():
         tasks.extend(_leaf_task_objects(value) if isinstance(value, dict) else [value])
     return tasks
+
+
+def unknown_tasks_message(unknown: list[str], known: Iterable[str], include_path: Path) -> str:
+    """One line a user can act on: the names not found, the closest known name for each (a misspelling is
+    the usual cause), then every known name."""
+    known = sorted(known)
+    guesses = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, known, n=2, cutoff=0.75)
+        guesses.append(f"{name}: did you mean {' or '.join(close)}?" if close else f"{name}: no close name")
+    return f"unknown lm-eval tasks {unknown} in {include_path} ({'; '.join(guesses)}); known: {', '.join(known)}"
 
 
 def available_tasks(include_path: Path = DEFAULT_INCLUDE_PATH) -> set[str]:

@@ -28,15 +28,19 @@ def _without_base_model(config: dict[str, object]) -> None:
 
 
 @pytest.mark.parametrize(
-    ("break_config", "message"),
+    ("break_config", "message", "hint"),
     [
-        (_with_density_gene, "genes.2.high: density: 1.5 is out of range (0, 1] (merge_method ties)"),
-        (_with_misspelt_held_out_task, "evaluation: unknown lm-eval tasks ['evomerge_add_tset']"),
-        (_without_base_model, "recipe: base_model: required by merge_method task_arithmetic"),
+        (_with_density_gene, "genes.2.high: density: 1.5 is out of range (0, 1] (merge_method ties)", ""),
+        (
+            _with_misspelt_held_out_task,
+            "evaluation: unknown lm-eval tasks ['evomerge_add_tset']",
+            "(evomerge_add_tset: did you mean evomerge_add_test or evomerge_add?)",
+        ),
+        (_without_base_model, "recipe: base_model: required by merge_method task_arithmetic", ""),
     ],
 )
 def test_a_wrong_search_config_is_refused_before_the_search_starts(
-    zoo_dir: Path, tmp_path: Path, break_config: object, message: str
+    zoo_dir: Path, tmp_path: Path, break_config: object, message: str, hint: str
 ) -> None:
     config = two_expert_search("bad", seed=0, algorithm={"population_size": 4, "generations": 2}, limit=20)
     break_config(config)  # type: ignore[operator]
@@ -44,6 +48,7 @@ def test_a_wrong_search_config_is_refused_before_the_search_starts(
     result = run_search(tmp_path, zoo_dir)
     assert result.returncode == 2, result.stdout + result.stderr
     assert f"error: {tmp_path / 'search.yaml'}: {message}" in " ".join(result.stderr.split())
+    assert hint in " ".join(result.stderr.split())
     assert "Traceback" not in result.stdout + result.stderr
     assert not (tmp_path / "out").exists()  # no output directory, no checkpoint
     assert not (tmp_path / "mlflow.db").exists()  # no MLflow run: the flow never started
