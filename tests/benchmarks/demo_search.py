@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from scratch import scratch_dir
 
@@ -39,7 +40,8 @@ def main() -> None:
 
 
 def compare_capabilities(config: Path, out: Path, capabilities: list[str]) -> None:
-    runs = {}
+    records: dict[str, dict[str, dict[str, Any]]] = {}
+    winners: dict[str, dict[str, Any]] = {}
     for capability in capabilities:
         env = {name: value for name, value in os.environ.items() if name != "ATEN_CPU_CAPABILITY"}
         if capability != "native":
@@ -47,21 +49,22 @@ def compare_capabilities(config: Path, out: Path, capabilities: list[str]) -> No
         print(f"\n=== search with ATen CPU capability {capability}", flush=True)
         report(config, out / capability, env)
         lines = (out / capability / "candidates.jsonl").read_text().splitlines()
-        runs[capability] = {record["key"]: record for record in map(json.loads, lines)}
-        runs[capability]["winner"] = json.loads((out / capability / "summary.json").read_text())["best"]
+        records[capability] = {record["key"]: record for record in map(json.loads, lines)}
+        winners[capability] = json.loads((out / capability / "summary.json").read_text())["best"]
     first, *others = capabilities
     print()
     for capability in others:
-        reference, run = runs[first], runs[capability]
-        shared = [key for key in run if key != "winner" and key in reference]
+        reference, run = records[first], records[capability]
+        shared = [key for key in run if key in reference]
         tensors = sum(run[key]["tensors_sha256"] != reference[key]["tensors_sha256"] for key in shared)
         scores = sum(run[key]["scores"] != reference[key]["scores"] for key in shared)
-        same_winner = (run["winner"]["candidate_id"], run["winner"]["recipe"]) == (
-            reference["winner"]["candidate_id"],
-            reference["winner"]["recipe"],
+        winner, reference_winner = winners[capability], winners[first]
+        same_winner = (winner["candidate_id"], winner["recipe"]) == (
+            reference_winner["candidate_id"],
+            reference_winner["recipe"],
         )
         print(
-            f"{capability} against {first}: same winner: {same_winner}; {len(shared)} of {len(run) - 1} candidates "
+            f"{capability} against {first}: same winner: {same_winner}; {len(shared)} of {len(run)} candidates "
             f"with the same key; of those, merged tensors differ in {tensors}, scores differ in {scores}"
         )
 
