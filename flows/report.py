@@ -12,43 +12,71 @@ from rich.table import Table
 from flows.tracking import ui_command
 
 
+def _headers(summary: dict[str, Any]) -> dict[str, str]:
+    """Task -> its column header: the task, its metric and the direction lm-eval gives it (↑ higher is
+    better, ↓ lower), when the search says them (summaries from before per-task metrics do not)."""
+    headers = {}
+    for objective in [*summary.get("objectives", []), *(summary.get("guard") or {}).get("objectives", [])]:
+        arrow = "↑" if objective["higher_is_better"] else "↓"
+        weight = f" ×{objective['weight']:g}" if objective.get("weight", 1.0) != 1.0 else ""
+        headers[objective["task"]] = f"{objective['task']}\n{objective['metric']} {arrow}{weight}"
+    return headers
+
+
+def _guard_tasks(summary: dict[str, Any]) -> list[str]:
+    return [o["task"] for o in (summary.get("guard") or {}).get("objectives", [])]
+
+
 def scores_table(summary: dict[str, Any]) -> Table:
-    tasks = list(summary["best"]["scores"])
+    guard = _guard_tasks(summary)
+    tasks = [task for task in summary["best"]["scores"] if task not in guard]
+    headers = _headers(summary)
+    label = summary.get("fitness_label", "mean")
     table = Table(title=f"{summary['search']}: parents vs evolved child ({summary['metric']})")
     table.add_column("model")
-    for task in tasks:
-        table.add_column(task, justify="right")
-    table.add_column("mean", justify="right", style="bold")
-    rows = [(name, scores) for name, scores in summary["parents"].items()]
-    rows.append((f"child {summary['best']['candidate_id']}", summary["best"]["scores"]))
-    best_parent_mean = max(sum(s[t] for t in tasks) / len(tasks) for _, s in rows[:-1])
-    for index, (name, scores) in enumerate(rows):
-        mean = sum(scores[t] for t in tasks) / len(tasks)
+    for task in [*tasks, *guard]:
+        table.add_column(headers.get(task, task) + (" (guard)" if task in guard else ""), justify="right")
+    table.add_column(label, justify="right", style="bold")
+    if guard:
+        table.add_column("retention", justify="right")
+    parent_fitness = summary.get("parent_fitness") or {
+        name: sum(s[t] for t in tasks) / len(tasks) for name, s in summary["parents"].items()
+    }
+    rows = [(name, scores, parent_fitness[name], None) for name, scores in summary["parents"].items()]
+    best = summary["best"]
+    rows.append((f"child {best['candidate_id']}", best["scores"], best["fitness"], best.get("retention")))
+    best_parent = max(parent_fitness.values())
+    reference = (summary.get("guard") or {}).get("reference")
+    for index, (name, scores, fitness, retention) in enumerate(rows):
         is_child = index == len(rows) - 1
-        table.add_row(
-            f"[bold green]{name}[/]" if is_child else name,
-            *(f"{scores[t]:.3f}" for t in tasks),
-            f"{mean:.3f}" + (f" ({mean - best_parent_mean:+.3f})" if is_child else ""),
-        )
+        cells = [f"{scores[t]:.3f}" for t in [*tasks, *guard]]
+        cells.append(f"{fitness:.3f}" + (f" ({fitness - best_parent:+.3f})" if is_child else ""))
+        if guard:
+            cells.append(f"{retention:+.3f}" if retention is not None else ("reference" if name == reference else ""))
+        table.add_row(f"[bold green]{name}[/]" if is_child else name, *cells)
     return table
 
 
 def leaderboard_table(summary: dict[str, Any]) -> Table:
     leaders = summary.get("leaderboard") or []
     tasks = list(leaders[0]["scores"]) if leaders else []
+    headers = _headers(summary)
+    guarded = bool(summary.get("guard"))
     table = Table(title=f"leaderboard ({summary.get('algorithm', 'ga')}, best {len(leaders)} candidates)")
     table.add_column("#", justify="right")
     table.add_column("candidate")
     for task in tasks:
-        table.add_column(task, justify="right")
+        table.add_column(headers.get(task, task), justify="right")
     table.add_column("fitness", justify="right", style="bold")
+    if guarded:
+        table.add_column("retention", justify="right")
     for rank, leader in enumerate(leaders, start=1):
-        table.add_row(
-            str(rank),
-            leader["candidate_id"],
-            *(f"{leader['scores'][t]:.3f}" for t in tasks),
-            f"{leader['fitness']:.3f}",
-        )
+        cells = [*(f"{leader['scores'][t]:.3f}" for t in tasks), f"{leader['fitness']:.3f}"]
+        if guarded:
+            retention = leader.get("retention")
+            mark = "" if leader.get("feasible", True) else " [red]infeasible[/]"
+            cells.append((f"{retention:+.3f}" if retention is not None else "") + mark)
+        table.add_row(str(rank), leader["candidate_id"], *cells)
     return table
 
 
@@ -57,11 +85,14 @@ def held_out_table(summary: dict[str, Any]) -> Table:
     held_out = summary["held_out"]
     tasks = held_out["tasks"]
     confidence = round(100 * held_out["confidence"])
+    directions = held_out.get("higher_is_better", {})
+    metrics = held_out.get("metrics", {})
     table = Table(title=f"held-out test split: score [{confidence} % bootstrap interval]")
     table.add_column("model")
     for task in tasks:
-        table.add_column(task, justify="right")
-    table.add_column("mean", justify="right", style="bold")
+        arrow = "" if task not in directions else (" ↑" if directions[task] else " ↓")
+        table.add_column(f"{task}\n{metrics[task]}{arrow}" if task in metrics else task, justify="right")
+    table.add_column(summary.get("fitness_label", "mean"), justify="right", style="bold")
 
     def cell(interval: dict[str, float]) -> str:
         return f"{interval['value']:.3f} [{interval['low']:.3f}, {interval['high']:.3f}]"

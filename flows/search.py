@@ -53,12 +53,13 @@ from genetics.individual import Individual
 from genetics.search_config import SearchConfig
 from tasks.candidate import CandidateRecord, candidate_key, merge_key
 from tasks.errors import EvomergeError, StageFailure
-from tasks.evaluate import EvaluationConfig, Evaluator, available_tasks
+from tasks.evaluate import EvaluationConfig, Evaluator, TaskOptions
 from tasks.faults import set_fault_scope
 from tasks.held_out import BOOTSTRAP_ITERATIONS, CONFIDENCE, bootstrap_scores
 from tasks.merge.plan import plan_merge
 from tasks.merge.writer import write_model
-from tasks.select import best_candidate, fitness_of, task_scores
+from tasks.select import FitnessPolicy, GuardPolicy, Objective, best_candidate
+from tasks.task_sources import REPO_TASKS, TaskSources, registry_names
 from tasks.workbench import Workbench, search_torch_threads
 
 console = Console(file=sys.stderr)
@@ -97,19 +98,44 @@ class SearchContext:
     """Every MLflow call after the search run exists goes through it, in order."""
     parent_hashes: dict[str, str]
     evaluation_key: str
-    task_order: list[str]
+    policy: FitnessPolicy
+    guard: GuardPolicy | None
     candidate_log: CandidateLog
+    config_dir: Path = Path()
+    """Where the config file is: its relative include paths start there."""
+    guard_reference: float | None = None
+    """The reference model's guard score, known once the parents are scored."""
 
-    def workbench_items(self, evaluator: Evaluator, tasks: list[str]) -> dict[str, list[float]]:
-        """Per-prompt scores of the model now in the workbench, keyed by task in `tasks` order."""
-        items = evaluator.item_scores(self.workbench.model, self.workbench.tokenizer, self.config.evaluation.metric)
-        return {task: items[task] for task in tasks}
+    @property
+    def task_order(self) -> list[str]:
+        return self.policy.tasks
 
     def objectives(self, record: CandidateRecord) -> tuple[float, ...]:
-        """One score per task (NSGA-II's objectives); a failed candidate scores 0 on every task."""
+        """NSGA-II's objectives: each task's value oriented so that higher is better (and the retention, when
+        the guard is an objective); a failed candidate gets zeros, and ranks last by its violation."""
+        count = len(self.task_order) + (1 if self.guard_is_objective else 0)
         if record.status != "ok":
-            return (0.0,) * len(self.task_order)
-        return tuple(task_scores(record.scores, self.config.evaluation.metric, self.task_order).values())
+            return (0.0,) * count
+        values = self.policy.oriented(record.scores)
+        return (*values, record.retention or 0.0) if self.guard_is_objective else values
+
+    @property
+    def guard_is_objective(self) -> bool:
+        return self.guard is not None and self.config.guard is not None and self.config.guard.objective
+
+    def judge(self, record: CandidateRecord) -> None:
+        """Fitness, and with a guard the retention and feasibility, of a scored candidate."""
+        record.fitness = self.policy.fitness(record.scores)
+        if self.guard is not None and self.guard_reference is not None:
+            record.retention = self.guard.score(self.guard.raw(record.scores)) - self.guard_reference
+            record.feasible = self.guard_is_objective or not self.guard.violation(record.retention)
+
+    def violation(self, record: CandidateRecord) -> float:
+        if record.status != "ok":
+            return float("inf")
+        if self.guard is None or record.retention is None or self.guard_is_objective:
+            return 0.0
+        return self.guard.violation(record.retention)
 
 
 def _evaluate_candidate(
@@ -121,7 +147,6 @@ def _evaluate_candidate(
     `StageFailure`, which is the run's, not the candidate's: it fails the flow run for a retry to redo).
     Once it is merged, `merge_next` starts the next candidate's merge ahead, to run while this one is
     scored (tasks/workbench.py)."""
-    config = context.config
     started = time.perf_counter()
     label = record.candidate_id
     # quoted: Prefect would otherwise walk the workbench, the evaluator (lm-eval's tasks and their documents)
@@ -142,7 +167,7 @@ def _evaluate_candidate(
             record.scores = stages.evaluate(
                 workbench, evaluator, label, recipe, key=record.key, tensors_sha256=record.tensors_sha256
             )
-            record.fitness = fitness_of(record.scores, config.evaluation.metric, config.fitness.aggregate)
+            context.judge(record)
         except StageFailure:
             raise
         except Exception as error:  # noqa: BLE001
@@ -247,6 +272,7 @@ def run_search(
                 f"resuming {out} at generation {checkpoint.algorithm.generation}: "
                 f"{state.evaluations} candidates already evaluated"
             )
+        _set_guard_reference(context, checkpoint)
         if _budget_raised(checkpoint, config, state):
             checkpoint.stop_reason = None  # a search stopped by its budget goes on when given more
         if checkpoint.stop_reason is None:
@@ -294,10 +320,9 @@ def _prepare(
             "use another output directory (--out) to search on these"
         )
 
-    evaluation = EvaluationConfig(
-        tasks=tuple(config.evaluation.tasks), limit=config.evaluation.limit, batch_size=config.evaluation.batch_size
-    )
+    evaluation = search_evaluation(config, Path(base_dir))
     evaluator = Evaluator(evaluation)
+    policy, guard = fitness_policies(config, evaluator)
     tracker = SearchTracker(
         experiment=f"evomerge/{config.name}",
         run_name=f"{config.name}-seed{config.seed}",
@@ -317,10 +342,63 @@ def _prepare(
         tracking=tracking,
         parent_hashes=parent_hashes,
         evaluation_key=evaluation.sha256(),
-        task_order=list(config.evaluation.tasks),
+        policy=policy,
+        guard=guard,
         candidate_log=CandidateLog(out),
+        config_dir=Path(base_dir),
     )
     return context
+
+
+def _all_objectives(context: SearchContext) -> list[Objective]:
+    return [*context.policy.objectives, *(context.guard.objectives if context.guard else ())]
+
+
+def _set_guard_reference(context: SearchContext, checkpoint: Checkpoint) -> None:
+    """The reference's guard score, from the parents' stored scores (a resumed search finds them there)."""
+    guard = context.guard
+    if guard is None:
+        return
+    name = guard.reference_model(checkpoint.parents, context.config.recipe.get("base_model"))
+    context.guard_reference = guard.score(checkpoint.parents[name])
+    console.print(
+        f"guard: {', '.join(o.task for o in guard.objectives)}: reference {name} scores "
+        f"{context.guard_reference:.3f}; a candidate may drop at most {guard.max_drop:g} below it"
+    )
+
+
+def search_evaluation(config: SearchConfig, config_dir: Path) -> EvaluationConfig:
+    """What every candidate is scored on: the search tasks, then the guard's, with their own settings."""
+    entries = [*config.evaluation.tasks, *(config.guard.tasks if config.guard else [])]
+    options = tuple(
+        (
+            entry.task,
+            TaskOptions(entry.limit, entry.num_fewshot, tuple(sorted((entry.gen_kwargs or {}).items()))),
+        )
+        for entry in entries
+        if entry.limit or entry.num_fewshot is not None or entry.gen_kwargs
+    )
+    return EvaluationConfig(
+        tasks=tuple(entry.task for entry in entries),
+        extra_include_paths=tuple(config.evaluation.include_paths(config_dir)),
+        limit=config.evaluation.limit,
+        options=options,
+        batch_size=config.evaluation.batch_size,
+    )
+
+
+def fitness_policies(config: SearchConfig, evaluator: Evaluator) -> tuple[FitnessPolicy, GuardPolicy | None]:
+    """The fitness and the guard, each task's direction as lm-eval's `higher_is_better` gives it."""
+
+    def objective(entry: Any) -> Objective:
+        metric = config.evaluation.metric_of(entry)
+        return Objective(entry.task, metric, entry.weight, evaluator.higher_is_better(entry.task, metric))
+
+    policy = FitnessPolicy(tuple(objective(e) for e in config.evaluation.tasks), config.fitness.aggregate)
+    if config.guard is None:
+        return policy, None
+    guard = GuardPolicy(tuple(objective(e) for e in config.guard.tasks), config.guard.max_drop, config.guard.reference)
+    return policy, guard
 
 
 MLFLOW_WAIT_SECONDS = 60.0
@@ -366,7 +444,7 @@ def _start(context: SearchContext, config_path: str, references: list[str]) -> C
                 "seed": config.seed,
                 "algorithm": config.algorithm.name,
                 "genome_size": context.genome.size,
-                "tasks": ",".join(config.evaluation.tasks),
+                "tasks": ",".join(config.evaluation.task_names()),
                 "output_dir": str(context.out),
             },
             tags={
@@ -375,6 +453,10 @@ def _start(context: SearchContext, config_path: str, references: list[str]) -> C
                 "evaluation_key": context.evaluation_key,
                 "config_dir": str(Path(config_path).resolve().parent),
                 **library_tags(),
+                **{
+                    f"direction/{o.task}/{o.metric}": "higher" if o.higher_is_better else "lower"
+                    for o in _all_objectives(context)
+                },
                 **{f"parent_model_sha256/{ref}": digest for ref, digest in context.parent_hashes.items()},
             },
         ),
@@ -383,9 +465,12 @@ def _start(context: SearchContext, config_path: str, references: list[str]) -> C
     for ref in references:
         stages.merge(context.workbench, None, ref, parent=ref)
         scores = stages.evaluate(context.workbench, context.evaluator, ref)
-        parents[ref] = task_scores(scores, config.evaluation.metric, context.task_order)
+        parents[ref] = {o.task: o.value(scores) for o in _all_objectives(context)}
         context.tracking.submit(f"parent {ref} scores", partial(context.tracker.log_parent_scores, ref, parents[ref]))
-        console.print(f"parent {ref}: " + ", ".join(f"{t} {v:.3f}" for t, v in parents[ref].items()))
+        console.print(
+            f"parent {ref}: "
+            + ", ".join(f"{o.task} {parents[ref][o.task]:.3f}{o.arrow}" for o in _all_objectives(context))
+        )
     (context.out / CANDIDATES_NAME).write_text("")
     checkpoint = Checkpoint(
         config_identity=config_identity(config),
@@ -508,6 +593,8 @@ def _score(
     individual.candidate_id = record.candidate_id
     individual.fitness = record.fitness if record.fitness is not None else 0.0
     individual.objectives = context.objectives(record)
+    individual.violation = context.violation(record)
+    individual.feasible = individual.violation == 0.0
 
 
 def _generation_stats(generation: int, state: SearchState, individuals: list[Individual]) -> GenerationStats:
@@ -556,17 +643,24 @@ def _finish(context: SearchContext, checkpoint: Checkpoint, state: SearchState) 
             f"register the winner as {registry_name!r}",
             partial(context.tracker.register_winner, registry_name, best, best_dir, description),
         )
+    by_id = {record.candidate_id: record for record in state.records}
     summary = {
         "search": config.name,
         "seed": config.seed,
         "algorithm": config.algorithm.name,
         "metric": config.evaluation.metric,
+        "objectives": [
+            {**o.to_json(), "output_type": context.evaluator.output_type(o.task)} for o in context.policy.objectives
+        ],
+        "fitness_label": context.policy.label(),
         "parents": checkpoint.parents,
+        "parent_fitness": {ref: _parent_fitness(context, values) for ref, values in checkpoint.parents.items()},
         "best": {
             "candidate_id": best.candidate_id,
             "recipe": best.recipe.canonical_dict(),
-            "scores": task_scores(best.scores, config.evaluation.metric, context.task_order),
+            "scores": _raw_scores(context, best),
             "fitness": best.fitness,
+            "retention": best.retention,
             "tensors_sha256": best.tensors_sha256,
             "model_dir": str(best_dir),
         },
@@ -575,8 +669,9 @@ def _finish(context: SearchContext, checkpoint: Checkpoint, state: SearchState) 
         "stop_reason": checkpoint.stop_reason,
         "history": [vars(stats) for stats in checkpoint.history],
         ("pareto_front" if config.algorithm.name == "nsga2" else "hall_of_fame"): [
-            {"candidate_id": ind.candidate_id, "scores": dict(zip(context.task_order, ind.objectives, strict=False))}
+            {"candidate_id": ind.candidate_id, "scores": _raw_scores(context, by_id[ind.candidate_id])}
             for ind in checkpoint.algorithm.best()
+            if ind.candidate_id in by_id and by_id[ind.candidate_id].status == "ok"
         ],
         "mlflow_run_id": context.tracker.run_id,
         "registered_model": config.registry_name(),
@@ -585,6 +680,15 @@ def _finish(context: SearchContext, checkpoint: Checkpoint, state: SearchState) 
         "prefect_flow_run_name": str(flow_run.get_name() or ""),
         "evomerge_version": evomerge_version(),
     }
+    if context.guard is not None and config.guard is not None:
+        summary["guard"] = {
+            "objectives": [o.to_json() for o in context.guard.objectives],
+            "max_drop": context.guard.max_drop,
+            "reference": context.guard.reference_model(checkpoint.parents, config.recipe.get("base_model")),
+            "reference_score": context.guard_reference,
+            "objective": config.guard.objective,
+            "infeasible": sum(r.status == "ok" and not r.feasible for r in state.records),
+        }
     summary["leaderboard"] = _leaderboard(context, state)
     held_out = _held_out(context, checkpoint, state, best)
     if held_out is not None:
@@ -600,27 +704,58 @@ def _finish(context: SearchContext, checkpoint: Checkpoint, state: SearchState) 
 LEADERBOARD_SIZE = 10
 
 
-def held_out_tasks(config: SearchConfig) -> list[str]:
-    """The configured test splits, or by default `<task>_test` when every search task has one."""
+def held_out_tasks(config: SearchConfig, config_dir: Path) -> dict[str, str]:
+    """Search task -> its test split: an entry's `held_out` ("" for none), else `held_out_tasks`, else
+    `<task>_test` where a task folder or lm-eval's registry defines one."""
     configured = config.evaluation.held_out_tasks
-    if configured is not None:
-        return list(configured)
-    candidates = [f"{task}_test" for task in config.evaluation.tasks]
-    known = available_tasks()
-    return candidates if all(task in known for task in candidates) else []
+    sources = TaskSources((REPO_TASKS, *config.evaluation.include_paths(config_dir)))
+    known: set[str] | None = None
+    chosen = {}
+    for index, entry in enumerate(config.evaluation.tasks):
+        if entry.held_out is not None:
+            if entry.held_out:
+                chosen[entry.task] = entry.held_out
+            continue
+        if configured is not None:
+            if configured:
+                chosen[entry.task] = configured[index]
+            continue
+        if known is None:
+            known = set(sources.local_manager().task_index)
+        name = f"{entry.task}_test"
+        if name in known or (entry.task not in known and name in registry_names()):
+            chosen[entry.task] = name
+    return chosen
 
 
 def _held_out(
     context: SearchContext, checkpoint: Checkpoint, state: SearchState, best: CandidateRecord
 ) -> dict[str, Any] | None:
     """Parents, winner (and NSGA-II's Pareto set) scored on the test splits, with bootstrap intervals."""
-    tasks = held_out_tasks(context.config)
-    if not tasks:
-        if context.config.evaluation.held_out_tasks is None:
-            console.print("no held-out test split (no <task>_test task for every task): search-split scores only")
-        return None
     config = context.config
-    evaluator = Evaluator(EvaluationConfig(tasks=tuple(tasks), batch_size=config.evaluation.batch_size))
+    splits = held_out_tasks(config, context.config_dir)
+    if not splits:
+        if config.evaluation.held_out_tasks is None:
+            console.print("no held-out test split (no <task>_test task for any task): search-split scores only")
+        return None
+    objectives = {o.task: o for o in context.policy.objectives}
+    entries = {entry.task: entry for entry in config.evaluation.tasks}
+    tasks = list(splits.values())
+    options = tuple(
+        (split, TaskOptions(None, entries[task].num_fewshot, tuple(sorted((entries[task].gen_kwargs or {}).items()))))
+        for task, split in splits.items()
+    )
+    evaluation = search_evaluation(config, context.config_dir)
+    evaluator = Evaluator(
+        EvaluationConfig(
+            tasks=tuple(tasks),
+            extra_include_paths=evaluation.extra_include_paths,
+            options=options,
+            batch_size=config.evaluation.batch_size,
+        )
+    )
+    metrics = {split: objectives[task].metric for task, split in splits.items()}
+    weights = {split: objectives[task].weight for task, split in splits.items()}
     by_id = {record.candidate_id: record for record in state.records}
     shown: list[tuple[str, CandidateRecord | None, str | None]] = [(ref, None, ref) for ref in checkpoint.parents]
     shown.append((f"child {best.candidate_id}", best, None))
@@ -632,29 +767,51 @@ def _held_out(
     models = {}
     for name, record, parent in shown:
         stages.merge(context.workbench, record.recipe if record else None, f"held-out {name}", parent=parent)
-        items = context.workbench_items(evaluator, tasks)
-        scores = bootstrap_scores(items, seed=config.seed).to_json()
+        items = evaluator.item_scores(context.workbench.model, context.workbench.tokenizer, metrics)
+        scores = bootstrap_scores(
+            {task: items[task] for task in tasks}, seed=config.seed, weights=weights, aggregate=config.fitness.aggregate
+        ).to_json()
         models[name] = scores
         context.tracking.submit(
             f"held-out scores of {name}",
             partial(context.tracker.log_held_out, name, {**scores["tasks"], "mean": scores["mean"]}),
         )
-    return {"tasks": tasks, "confidence": CONFIDENCE, "bootstrap_iterations": BOOTSTRAP_ITERATIONS, "models": models}
+    return {
+        "tasks": tasks,
+        "search_tasks": list(splits),
+        "metrics": metrics,
+        "higher_is_better": {split: objectives[task].higher_is_better for task, split in splits.items()},
+        "confidence": CONFIDENCE,
+        "bootstrap_iterations": BOOTSTRAP_ITERATIONS,
+        "models": models,
+    }
+
+
+def _raw_scores(context: SearchContext, record: CandidateRecord) -> dict[str, float]:
+    """Each search (and guard) task's value as lm-eval reported it, in the config's order."""
+    return {o.task: o.value(record.scores) for o in _all_objectives(context)}
 
 
 def _leaderboard(context: SearchContext, state: SearchState) -> list[dict[str, Any]]:
-    """The best finished candidates, best first (earliest first among equals)."""
+    """The best finished candidates, best first (earliest first among equals); with a guard, the feasible
+    ones first, as the search ranks them."""
     finished = [r for r in state.records if r.status == "ok" and r.fitness is not None]
-    ranked = sorted(finished, key=lambda r: r.fitness or 0.0, reverse=True)[:LEADERBOARD_SIZE]
+    ranked = sorted(finished, key=lambda r: (r.feasible, r.fitness or 0.0), reverse=True)[:LEADERBOARD_SIZE]
     return [
         {
             "candidate_id": r.candidate_id,
             "fitness": r.fitness,
-            "scores": dict(zip(context.task_order, context.objectives(r), strict=True)),
+            "scores": _raw_scores(context, r),
+            "retention": r.retention,
+            "feasible": r.feasible,
             "recipe_sha256": r.recipe.sha256(),
         }
         for r in ranked
     ]
+
+
+def _parent_fitness(context: SearchContext, values: dict[str, float]) -> float:
+    return context.policy.fitness({o.task: {o.metric: values[o.task]} for o in context.policy.objectives})
 
 
 def _plots(context: SearchContext, checkpoint: Checkpoint, state: SearchState) -> list[Path]:
@@ -662,11 +819,14 @@ def _plots(context: SearchContext, checkpoint: Checkpoint, state: SearchState) -
 
     written = []
     if checkpoint.history:
-        parent_means = [sum(s.values()) / len(s) for s in checkpoint.parents.values() if s]
-        written.append(plot_fitness(checkpoint.history, context.out / "fitness.png", max(parent_means, default=None)))
+        parent_fitness = [_parent_fitness(context, values) for values in checkpoint.parents.values() if values]
+        written.append(plot_fitness(checkpoint.history, context.out / "fitness.png", max(parent_fitness, default=None)))
     if context.config.algorithm.name == "nsga2" and len(context.task_order) >= 2:
         finished = [context.objectives(r) for r in state.records if r.status == "ok"]
         front = [ind.objectives for ind in checkpoint.algorithm.best()]
-        parents = {name: tuple(scores[t] for t in context.task_order) for name, scores in checkpoint.parents.items()}
+        parents = {
+            name: tuple(o.orient(values[o.task]) for o in context.policy.objectives)
+            for name, values in checkpoint.parents.items()
+        }
         written.append(plot_pareto(context.task_order, finished, front, parents, context.out / "pareto.png"))
     return written

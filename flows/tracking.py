@@ -186,6 +186,8 @@ class SearchTracker:
         ]
         if record.fitness is not None:
             metrics.append(Metric("fitness", record.fitness, now, 0))
+        if record.retention is not None:
+            metrics.append(Metric("retention", record.retention, now, 0))
         metrics.append(Metric("seconds", record.seconds, now, 0))
         tags = {
             "generation": str(record.generation),
@@ -194,6 +196,7 @@ class SearchTracker:
             "origin": record.origin,
             "recipe_sha256": record.recipe.sha256(),
             "status": record.status,
+            "feasible": str(record.feasible).lower(),
             **{f"parent_model_sha256/{name}": digest for name, digest in parent_hashes.items()},
         }
         if record.tensors_sha256:
@@ -215,6 +218,8 @@ class SearchTracker:
     def log_best(self, record: CandidateRecord) -> None:
         now = int(time.time() * 1000)
         metrics = [Metric("best/fitness", record.fitness or 0.0, now, 0)]
+        if record.retention is not None:
+            metrics.append(Metric("best/retention", record.retention, now, 0))
         metrics += [
             Metric(f"best/{_metric_key(t, m)}", v, now, 0) for t, s in record.scores.items() for m, v in s.items()
         ]

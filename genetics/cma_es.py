@@ -18,13 +18,13 @@ from genetics.individual import HALL_OF_FAME, Individual, OwnedRandomness, clamp
 from genetics.search_config import CmaEsSettings
 
 OUT_OF_BOUNDS_PENALTY = 1.0
-"""Fitness lost per unit of squared distance outside [0, 1]; fitness values are scores in [0, 1]."""
+"""Fitness lost per unit of squared distance outside [0, 1] (fitness is on the scale of its scores, often [0, 1])."""
 
 
 class _Ranked(np.ndarray):
     """A raw sample with the `fitness` that `Strategy.update` sorts on."""
 
-    fitness: float
+    fitness: tuple[int, float]
 
 
 @dataclass
@@ -66,7 +66,8 @@ class CmaEs:
                 raise ValueError(f"individual without fitness: {individual.candidate_id}")
             sample = np.asarray(raw, dtype=float).view(_Ranked)
             moved = float(np.sum((np.asarray(raw) - np.asarray(individual.genes)) ** 2))
-            sample.fitness = individual.fitness - OUT_OF_BOUNDS_PENALTY * moved
+            feasible, value = individual.rank()
+            sample.fitness = (feasible, value - OUT_OF_BOUNDS_PENALTY * moved)
             ranked.append(sample)
         order = sorted(range(len(ranked)), key=lambda i: ranked[i].fitness, reverse=True)
         self.centroid_parents = tuple(dict.fromkeys(individuals[i].candidate_id for i in order[: self.strategy.mu]))

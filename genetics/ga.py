@@ -46,13 +46,12 @@ class GeneticAlgorithm:
 
     def _breed(self) -> list[Individual]:
         s = self.settings
-        ranked = sorted(self.population, key=lambda ind: ind.fitness or 0.0, reverse=True)
+        ranked = sorted(self.population, key=Individual.rank, reverse=True)
         elites = [ind.copy() for ind in ranked[: s.elite]]
         for elite in elites:
             elite.origin = "elite"
-        fitness_of = {id(ind): ind.fitness or 0.0 for ind in self.population}
         chosen = tools.selTournament(
-            [_Scored(ind, fitness_of[id(ind)]) for ind in self.population],
+            [_Scored(ind, ind.rank()) for ind in self.population],
             s.population_size - s.elite,
             tournsize=s.tournament_size,
         )
@@ -117,7 +116,7 @@ class _Scored:
     """Adapter giving DEAP's selection the `.fitness` it sorts on."""
 
     individual: Individual
-    value: float
+    value: tuple[int, float]
 
     @property
     def fitness(self) -> _Scored:

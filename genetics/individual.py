@@ -28,11 +28,27 @@ class Individual:
     objectives: tuple[float, ...] = ()
     """One score per task (NSGA-II's objectives); the other algorithms rank on `fitness` alone."""
     origin: str = "random"
+    feasible: bool = True
+    """False for a candidate that failed or broke the forgetting guard: it ranks below every feasible one
+    (Deb's constraint rule, 2000), whatever its fitness."""
+    violation: float = 0.0
+    """How far an infeasible candidate is from feasible (inf for a failed one); less ranks higher."""
 
     def copy(self) -> Individual:
         return Individual(
-            list(self.genes), self.candidate_id, self.genetic_parents, self.fitness, self.objectives, self.origin
+            list(self.genes),
+            self.candidate_id,
+            self.genetic_parents,
+            self.fitness,
+            self.objectives,
+            self.origin,
+            self.feasible,
+            self.violation,
         )
+
+    def rank(self) -> tuple[int, float]:
+        """What the algorithms sort on: feasible ones by fitness, above infeasible ones by violation."""
+        return (1, self.fitness or 0.0) if self.feasible else (0, -self.violation)
 
 
 @dataclass
@@ -78,4 +94,4 @@ def distinct(individuals: list[Individual]) -> list[Individual]:
 
 def keep_best(individuals: list[Individual], count: int) -> list[Individual]:
     """The `count` fittest distinct genomes, best first; among equals the earliest seen."""
-    return sorted(distinct(individuals), key=lambda ind: ind.fitness or 0.0, reverse=True)[:count]
+    return sorted(distinct(individuals), key=Individual.rank, reverse=True)[:count]

@@ -20,14 +20,23 @@ from genetics.search_config import Nsga2Settings
 
 
 class _Maximise(base.Fitness):
-    """Every objective (a task score) is maximised; DEAP needs one weight per value."""
+    """Every objective (a task score) is maximised; DEAP needs one weight per value. Domination is Deb's
+    constrained domination (2000): a feasible individual dominates an infeasible one, and of two infeasible
+    ones the smaller violation dominates; DEAP's sorting and tournaments only ask `dominates`."""
 
     weights = (1.0,)
 
-    def __init__(self, values: tuple[float, ...]) -> None:
+    def __init__(self, values: tuple[float, ...], violation: float = 0.0) -> None:
         super().__init__()
         self.weights = (1.0,) * len(values)
         self.values = values
+        self.violation = violation
+
+    def dominates(self, other: base.Fitness, obj: slice = slice(None)) -> bool:
+        mine, theirs = self.violation, getattr(other, "violation", 0.0)
+        if mine or theirs:
+            return mine < theirs
+        return bool(super().dominates(other, obj))
 
 
 @dataclass
@@ -42,7 +51,10 @@ def _ranked(individuals: list[Individual]) -> list[_Ranked]:
     missing = [ind.candidate_id for ind in individuals if not ind.objectives]
     if missing:
         raise ValueError(f"individuals without objectives: {missing}")
-    return [_Ranked(ind, _Maximise(tuple(ind.objectives))) for ind in individuals]
+    return [
+        _Ranked(ind, _Maximise(tuple(ind.objectives), 0.0 if ind.feasible else max(ind.violation, 1e-300)))
+        for ind in individuals
+    ]
 
 
 @dataclass

@@ -17,32 +17,106 @@ from tasks.errors import RecipeError
 from tasks.merge.recipe import validation_message
 
 
+class TaskEntry(BaseModel):
+    """One task the fitness is computed from: an lm-eval task, group or tag name, or a mapping with its own
+    settings. `metric` is a key as lm-eval reports it (`acc`, `exact_match,strict-match`: metric, then
+    filter); its direction comes from lm-eval's `higher_is_better`."""
+
+    model_config = ConfigDict(extra="forbid")
+    task: str = Field(min_length=1)
+    metric: str | None = None
+    """Default: the evaluation's `metric`."""
+    weight: float = Field(default=1.0, gt=0)
+    limit: int | None = Field(default=None, ge=1)
+    """Score only the first `limit` prompts (default: the evaluation's `limit`)."""
+    held_out: str | None = None
+    """The task's test split, scored only for the final report; default `<task>_test` where one exists;
+    "" for none."""
+    num_fewshot: int | None = Field(default=None, ge=0)
+    """As the lm_eval CLI's `--num_fewshot` (a task whose YAML says 0 stays zero-shot)."""
+    gen_kwargs: dict[str, Any] | None = None
+    """As the lm_eval CLI's `--gen_kwargs`, for generate_until tasks (e.g. {max_gen_toks: 16})."""
+
+    @field_validator("metric")
+    @classmethod
+    def _plain_metric(cls, value: str | None) -> str | None:
+        """`acc,none` is how lm-eval writes an unfiltered metric; the scores say `acc`."""
+        if value is not None and value.endswith(",none"):
+            return value.removesuffix(",none")
+        return value
+
+
+def _entries(value: Any) -> Any:
+    """A bare task name is an entry with the defaults."""
+    if isinstance(value, list):
+        return [{"task": item} if isinstance(item, str) else item for item in value]
+    return value
+
+
 class EvaluationSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    tasks: list[str] = Field(min_length=1)
+    tasks: list[TaskEntry] = Field(min_length=1)
+    include_path: str | list[str] = Field(default_factory=list)
+    """The user's lm-eval task folders (relative to the config file), searched after the repository's own
+    tasks; any other name comes from lm-eval's built-in registry."""
     limit: int | None = Field(default=None, ge=1)
     batch_size: int = Field(default=256, ge=1)
     """Prompts generated together (see EvaluationConfig.batch_size); scores do not depend on it."""
     metric: str = "exact_match"
+    """The metric of every task that names none."""
     held_out_tasks: list[str] | None = None
-    """The test split of each task, in the same order, scored only for the final report (parents and
-    winner, with bootstrap 95 % intervals). Default: `<task>_test` where every task has one; [] for none."""
+    """The test split of each task, in the same order (an entry's `held_out` says it per task)."""
+
+    _tasks_as_entries = field_validator("tasks", mode="before")(classmethod(lambda cls, value: _entries(value)))
 
     @model_validator(mode="after")
     def _one_held_out_task_per_task(self) -> EvaluationSettings:
+        names = self.task_names()
+        if len(set(names)) != len(names):
+            raise ValueError(f"a task is listed twice: {sorted({n for n in names if names.count(n) > 1})}")
         if self.held_out_tasks and len(self.held_out_tasks) != len(self.tasks):
             raise ValueError(
                 f"held_out_tasks names {len(self.held_out_tasks)} tasks for {len(self.tasks)} search tasks "
                 "(one test split per task, in the same order)"
             )
-        overlap = set(self.held_out_tasks or ()) & set(self.tasks)
+        overlap = set(self.held_out_tasks or ()) | {entry.held_out for entry in self.tasks if entry.held_out}
+        overlap &= set(names)
         if overlap:
-            raise ValueError(f"held_out_tasks must differ from the search tasks: {sorted(overlap)}")
+            raise ValueError(f"held-out tasks must differ from the search tasks: {sorted(overlap)}")
         return self
+
+    def task_names(self) -> list[str]:
+        return [entry.task for entry in self.tasks]
+
+    def metric_of(self, entry: TaskEntry) -> str:
+        return entry.metric or self.metric.removesuffix(",none")
+
+    def include_paths(self, config_dir: Path) -> list[Path]:
+        paths = [self.include_path] if isinstance(self.include_path, str) else self.include_path
+        return [(config_dir / path).resolve() for path in paths]
+
+
+class GuardSettings(BaseModel):
+    """A guard against forgetting: tasks the children must not lose (skills the reference already has). A
+    candidate whose guard score falls more than `max_drop` below the reference's is infeasible: never the
+    winner, ranked below every feasible candidate, kept in the log with its retention."""
+
+    model_config = ConfigDict(extra="forbid")
+    tasks: list[TaskEntry] = Field(min_length=1)
+    max_drop: float = Field(default=0.02, ge=0)
+    """In the guard score's units (its tasks' oriented values, weighted mean)."""
+    reference: str = "base"
+    """`base` (the recipe's base model), a parent's name, or `best_parent` (the parent scoring highest on
+    the guard tasks)."""
+    objective: bool = False
+    """NSGA-II only: take retention as one more objective instead of a constraint."""
+
+    _tasks_as_entries = field_validator("tasks", mode="before")(classmethod(lambda cls, value: _entries(value)))
 
 
 class FitnessSettings(BaseModel):
-    """Fitness is one number per candidate: the mean (or the weakest) of the tasks' `metric`."""
+    """Fitness is one number per candidate: the weighted mean (or the weakest) of the tasks' values, each
+    oriented so that higher is better (a lower-is-better metric counts negated)."""
 
     model_config = ConfigDict(extra="forbid")
     aggregate: Literal["mean", "min"] = "mean"
@@ -149,6 +223,7 @@ class SearchConfig(BaseModel):
     recipe: dict[str, Any]
     genes: list[GeneSpec] = Field(min_length=1)
     evaluation: EvaluationSettings
+    guard: GuardSettings | None = None
     fitness: FitnessSettings = FitnessSettings()
     algorithm: AlgorithmSettings = GeneticAlgorithmSettings()
     budget: BudgetSettings = BudgetSettings()
@@ -168,6 +243,25 @@ class SearchConfig(BaseModel):
         if isinstance(value, dict) and "name" not in value:
             return {"name": "ga", **value}
         return value
+
+    @model_validator(mode="after")
+    def _guard_fits(self) -> SearchConfig:
+        guard = self.guard
+        if guard is None:
+            return self
+        parents = self.parent_models()
+        if guard.reference == "base" and not self.recipe.get("base_model"):
+            raise ValueError("guard: reference 'base' needs a recipe with a base_model (or name a parent)")
+        if guard.reference not in {"base", "best_parent", *parents}:
+            raise ValueError(
+                f"guard: reference {guard.reference!r} is not 'base', 'best_parent' or a parent ({', '.join(parents)})"
+            )
+        if guard.objective and self.algorithm.name != "nsga2":
+            raise ValueError("guard: objective: true needs algorithm nsga2 (the others rank on one number)")
+        overlap = {entry.task for entry in guard.tasks} & set(self.evaluation.task_names())
+        if overlap:
+            raise ValueError(f"guard: its tasks must differ from the search tasks: {sorted(overlap)}")
+        return self
 
     def genome(self) -> GenomeSpec:
         return GenomeSpec(self.recipe, tuple(self.genes))

@@ -42,6 +42,9 @@ class CandidateRecord:
     status: Literal["ok", "failed"] = "ok"
     scores: dict[str, dict[str, float]] = field(default_factory=dict)
     fitness: float | None = None
+    retention: float | None = None
+    """Guard score minus the reference's (a search with a guard); below -max_drop the candidate is infeasible."""
+    feasible: bool = True
     tensors_sha256: str | None = None
     error: str | None = None
     seconds: float = 0.0

@@ -9,10 +9,13 @@ the same resamples.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+
+from tasks.evaluate import ItemScores
 
 BOOTSTRAP_ITERATIONS = 2000
 CONFIDENCE = 0.95
@@ -38,27 +41,55 @@ class HeldOutScores:
 
 
 def bootstrap_scores(
-    items: dict[str, list[float]],
+    items: Mapping[str, Sequence[float] | ItemScores],
     *,
     seed: int,
+    weights: Mapping[str, float] | None = None,
+    aggregate: Literal["mean", "min"] = "mean",
     iterations: int = BOOTSTRAP_ITERATIONS,
     confidence: float = CONFIDENCE,
 ) -> HeldOutScores:
-    """Each task's mean item score and the mean over tasks, each with its percentile bootstrap interval."""
-    if not items or any(not scores for scores in items.values()):
+    """Each task's score with its percentile bootstrap interval, and the fitness over tasks (weighted mean or
+    minimum of the values oriented so that higher is better) bootstrapped from the same resamples.
+
+    A task's score is lm-eval's aggregation of its per-prompt values: a mean for accuracies, the perplexity of
+    the pooled (log-likelihood, length) pairs for perplexities; a plain list of floats is a mean."""
+    if not items or any(not _values(scores) for scores in items.values()):
         raise ValueError("bootstrap needs at least one score per task")
     generator = np.random.default_rng(seed)
     tail = (1 - confidence) / 2
-    resampled_means = {}
+    resampled: dict[str, np.ndarray] = {}
     intervals = {}
     for task, scores in items.items():
-        values = np.asarray(scores, dtype=float)
+        values = _values(scores)
         draws = generator.integers(0, len(values), size=(iterations, len(values)))
-        means = values[draws].mean(axis=1)
-        resampled_means[task] = means
+        if isinstance(scores, ItemScores) and not scores.is_mean:
+            point = float(scores.aggregate(list(values)))
+            means = np.array([scores.aggregate([values[i] for i in row]) for row in draws], dtype=float)
+        else:
+            array = np.asarray(values, dtype=float)
+            point = float(array.mean())
+            means = array[draws].mean(axis=1)
         low, high = np.quantile(means, [tail, 1 - tail])
-        intervals[task] = Interval(float(values.mean()), float(low), float(high))
-    overall = np.mean(np.stack(list(resampled_means.values())), axis=0)
+        intervals[task] = Interval(point, float(low), float(high))
+        higher = scores.higher_is_better if isinstance(scores, ItemScores) else True
+        resampled[task] = means if higher else -means
+    weight = [float((weights or {}).get(task, 1.0)) for task in items]
+    stacked = np.stack([resampled[task] for task in items])
+    points = [intervals[t].value if _higher(items[t]) else -intervals[t].value for t in items]
+    if aggregate == "min":
+        overall = stacked.min(axis=0)
+        point = min(points)
+    else:
+        overall = np.average(stacked, axis=0, weights=weight)
+        point = float(np.average(points, weights=weight))
     low, high = np.quantile(overall, [tail, 1 - tail])
-    point = float(np.mean([interval.value for interval in intervals.values()]))
-    return HeldOutScores(intervals, Interval(point, float(low), float(high)))
+    return HeldOutScores(intervals, Interval(float(point), float(low), float(high)))
+
+
+def _values(scores: Sequence[float] | ItemScores) -> Sequence[Any]:
+    return scores.values if isinstance(scores, ItemScores) else scores
+
+
+def _higher(scores: Sequence[float] | ItemScores) -> bool:
+    return scores.higher_is_better if isinstance(scores, ItemScores) else True

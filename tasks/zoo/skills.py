@@ -234,8 +234,69 @@ def write_held_out_jsonl(data_dir: Path) -> list[Path]:
     return written
 
 
+GUARD_FORMATS: tuple[str, ...] = ("copy", "add_2plus1")
+"""Easy formats the base already has, scored as guard tasks (`evomerge_copy`, `evomerge_add_2plus1`; one-digit sums have too few distinct prompts): what a
+merge must not forget. Their prompts are not kept out of training (the base trained on them: retention is
+the point), so they come from a stream of their own that changes nothing the zoo is trained on."""
+
+
+def guard_examples(name: str, split: str) -> tuple[Example, ...]:
+    """The fixed prompts of a guard format's split: distinct, and disjoint from the other split."""
+    if name not in GUARD_FORMATS:
+        raise ValueError(f"unknown guard format {name!r}; expected one of {GUARD_FORMATS}")
+    rng = random.Random(f"{_HELD_OUT_SEED_PREFIX}guard/{name}")
+    seen: set[str] = set()
+    examples: list[Example] = []
+    while len(examples) < PROMPTS_PER_SPLIT * len(SPLITS):
+        example = FORMATS[name](rng)
+        if example.prompt not in seen:
+            seen.add(example.prompt)
+            examples.append(example)
+    index = SPLITS.index(split)
+    return tuple(examples[index * PROMPTS_PER_SPLIT : (index + 1) * PROMPTS_PER_SPLIT])
+
+
+def choice_records(split: str) -> list[dict[str, object]]:
+    """The multiple-choice form of the add skill's prompts: the right sum among four (the sum plus or minus
+    one, plus ten, and the sum with its last two digits swapped or minus ten), in a seeded order."""
+    records = []
+    for example in held_out_examples("add", split):
+        right = int(example.answer)
+        rng = random.Random(f"{_HELD_OUT_SEED_PREFIX}choice/{example.prompt}")
+        wrong: list[int] = []
+        for candidate in (right + 1, right - 1, right + 10, right - 10, int(example.answer[::-1]), right + 2):
+            if candidate != right and candidate >= 0 and candidate not in wrong:
+                wrong.append(candidate)
+        choices = [right, *rng.sample(wrong, 3)]
+        rng.shuffle(choices)
+        records.append({"prompt": example.prompt, "choices": [str(c) for c in choices], "label": choices.index(right)})
+    return records
+
+
+def extra_task_files() -> dict[str, str]:
+    """File name -> exact text of the JSONL files of the tasks beside the skills: the guard formats and the
+    multiple-choice add task (the loglikelihood and perplexity tasks read the skills' own files)."""
+    files = {}
+    for name in GUARD_FORMATS:
+        for split in SPLITS:
+            suffix = "" if split == "search" else f"_{split}"
+            lines = (
+                json.dumps({"prompt": e.prompt, "answer": e.answer}, sort_keys=True)
+                for e in guard_examples(name, split)
+            )
+            files[f"evomerge_{name}{suffix}.jsonl"] = "".join(f"{line}\n" for line in lines)
+    for split in SPLITS:
+        suffix = "" if split == "search" else f"_{split}"
+        lines = (json.dumps(record, sort_keys=True) for record in choice_records(split))
+        files[f"evomerge_add_choice{suffix}.jsonl"] = "".join(f"{line}\n" for line in lines)
+    return files
+
+
 if __name__ == "__main__":
     from tasks.evaluate import DEFAULT_INCLUDE_PATH
 
     for written_path in write_held_out_jsonl(DEFAULT_INCLUDE_PATH / "data"):
         print(written_path)
+    for file_name, text in extra_task_files().items():
+        (DEFAULT_INCLUDE_PATH / "data" / file_name).write_text(text, encoding="utf-8")
+        print(DEFAULT_INCLUDE_PATH / "data" / file_name)

@@ -127,7 +127,7 @@ def test_memoized_requests_and_tokens_give_what_plain_lm_eval_gives(
     model, tokenizer = _load(zoo_dir, "add")
     evaluator.item_scores(model, tokenizer, "exact_match")  # requests and tokens memoized on the add weights
     model.load_state_dict(_load(zoo_dir, "sort")[0].state_dict())
-    ours = evaluator.item_scores(model, tokenizer, "exact_match")
+    ours = {task: items.values for task, items in evaluator.item_scores(model, tokenizer, "exact_match").items()}
     ours_output = evaluator._run(model, tokenizer, log_samples=True)
 
     manager = TaskManager(include_path=str(evaluator.config.include_path), include_defaults=False)

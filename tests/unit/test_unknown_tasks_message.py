@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasks.evaluate import unknown_tasks_message
+from tasks.task_sources import unknown_tasks_message
 
 KNOWN = ["evomerge_add", "evomerge_add_test", "evomerge_sort", "evomerge_sort_test", "gsm8k", "gsm8k_cot"]
 
