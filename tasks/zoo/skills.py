@@ -235,9 +235,10 @@ def write_held_out_jsonl(data_dir: Path) -> list[Path]:
 
 
 GUARD_FORMATS: tuple[str, ...] = ("copy", "add_2plus1")
-"""Easy formats the base already has, scored as guard tasks (`evomerge_copy`, `evomerge_add_2plus1`; one-digit sums have too few distinct prompts): what a
-merge must not forget. Their prompts are not kept out of training (the base trained on them: retention is
-the point), so they come from a stream of their own that changes nothing the zoo is trained on."""
+"""Easy formats the base already has, scored as guard tasks (`evomerge_copy`, `evomerge_add_2plus1`): what a
+merge must not forget (one-digit sums have too few distinct prompts for two splits). Their prompts are not
+kept out of training (the base trained on them: retention is the point), so they come from a stream of
+their own that changes nothing the zoo is trained on."""
 
 
 def guard_examples(name: str, split: str) -> tuple[Example, ...]:
