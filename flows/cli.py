@@ -26,6 +26,10 @@ app = typer.Typer(
 )
 zoo_app = typer.Typer(help="The demo zoo: tiny models built here, for demos and tests.", no_args_is_help=True)
 app.add_typer(zoo_app, name="zoo")
+datasets_app = typer.Typer(
+    help="Hugging Face datasets, offline: fill the local cache from files.", no_args_is_help=True
+)
+app.add_typer(datasets_app, name="datasets")
 console = Console()
 errors = Console(stderr=True)
 DEMO_CONFIG = configs_dir() / "searches" / "demo.yaml"
@@ -219,6 +223,30 @@ def search(
     except EvomergeError as error:
         _fail(error)
     print_search_report(summary, console)
+
+
+@datasets_app.command("prefill")
+def datasets_prefill(
+    repo_id: Annotated[str, typer.Argument(help="the dataset's hub name, as the task YAML's dataset_path says")],
+    split: Annotated[list[str], typer.Option(help="SPLIT=FILE (.jsonl, .json, .csv, .parquet); repeat per split")],
+    name: Annotated[str | None, typer.Option(help="the dataset config, as the task YAML's dataset_name says")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="default: HF_DATASETS_CACHE")] = None,
+) -> None:
+    """Put files into the datasets cache as REPO_ID, so lm-eval tasks that name it load it offline."""
+    from tasks.dataset_cache import prefill_dataset
+
+    try:
+        files = {}
+        for item in split:
+            split_name, sep, file_name = item.partition("=")
+            if not sep or not split_name or not file_name:
+                raise EvomergeError(f"--split {item!r}: expected SPLIT=FILE, e.g. --split test=data/test.jsonl")
+            files[split_name] = Path(file_name)
+        prefilled = prefill_dataset(repo_id, name, files, cache_dir)
+    except EvomergeError as error:
+        _fail(error)
+    rows = ", ".join(f"{split_name} {count}" for split_name, count in prefilled.rows.items())
+    console.print(f"{repo_id} ({name or 'default'}): {rows} rows in {prefilled.directory}", soft_wrap=True)
 
 
 @app.command()

@@ -454,7 +454,7 @@ def _start(context: SearchContext, config_path: str, references: list[str]) -> C
                 "config_dir": str(Path(config_path).resolve().parent),
                 **library_tags(),
                 **{
-                    f"direction/{o.task}/{o.metric}": "higher" if o.higher_is_better else "lower"
+                    f"direction/{o.task}/{o.metric}".replace(",", "_"): "higher" if o.higher_is_better else "lower"
                     for o in _all_objectives(context)
                 },
                 **{f"parent_model_sha256/{ref}": digest for ref, digest in context.parent_hashes.items()},

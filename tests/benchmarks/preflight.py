@@ -1,7 +1,8 @@
 """How long `evomerge search` takes to refuse a wrong config, as a user sees it (a fresh process, the CLI's
-own imports included): a misspelt task, a task this repository does not define, a gene out of its
-parameter's range. Prints the seconds of each (min and median of --runs) and the error (up to its list of known tasks);
-asserts nothing.
+own imports included): a misspelt task (the repository's, or lm-eval's built-in), a metric the task does
+not report, an unknown key or a zero weight in a task entry, a missing include folder, a gene out of its
+parameter's range. Prints the seconds of each (min and median of --runs) and the error (up to its list of
+known tasks); asserts nothing.
 
     .venv/bin/python tests/benchmarks/preflight.py [--runs 3]
 """
@@ -28,8 +29,24 @@ def _misspelt_task(config: dict[str, Any]) -> None:
     config["evaluation"]["tasks"] = ["evomerge_add", "evomerge_srot"]
 
 
-def _task_not_here(config: dict[str, Any]) -> None:
-    config["evaluation"]["tasks"] = ["evomerge_add", "gsm8k"]
+def _misspelt_builtin_task(config: dict[str, Any]) -> None:
+    config["evaluation"]["tasks"] = ["evomerge_add", "gsm8kk"]
+
+
+def _metric_not_reported(config: dict[str, Any]) -> None:
+    config["evaluation"]["tasks"] = ["evomerge_add", {"task": "arc_easy", "metric": "exact_match"}]
+
+
+def _unknown_entry_key(config: dict[str, Any]) -> None:
+    config["evaluation"]["tasks"] = ["evomerge_add", {"task": "evomerge_sort", "wieght": 2}]
+
+
+def _weight_not_positive(config: dict[str, Any]) -> None:
+    config["evaluation"]["tasks"] = ["evomerge_add", {"task": "evomerge_sort", "weight": 0}]
+
+
+def _include_path_missing(config: dict[str, Any]) -> None:
+    config["evaluation"]["include_path"] = ["my_taks"]
 
 
 def _gene_out_of_range(config: dict[str, Any]) -> None:
@@ -39,7 +56,11 @@ def _gene_out_of_range(config: dict[str, Any]) -> None:
 
 CASES: dict[str, Callable[[dict[str, Any]], None]] = {
     "misspelt task": _misspelt_task,
-    "task not in configs/lm_eval_tasks": _task_not_here,
+    "misspelt built-in task": _misspelt_builtin_task,
+    "metric the task does not report": _metric_not_reported,
+    "unknown key in a task entry": _unknown_entry_key,
+    "weight 0": _weight_not_positive,
+    "include folder missing": _include_path_missing,
     "gene out of range": _gene_out_of_range,
 }
 

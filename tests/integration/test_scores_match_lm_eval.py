@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_runner import EVOMERGE, ROOT, ZOO_TWO_EXPERTS, run_search, search_env, write_search
 
 from tasks.evaluate import DEFAULT_INCLUDE_PATH, flatten_results
 from tasks.merge.writer import model_dir_sha256
-from cli_runner import EVOMERGE, ROOT, ZOO_TWO_EXPERTS, run_search, search_env, write_search
 
 pytestmark = pytest.mark.integration
 
@@ -55,6 +55,7 @@ def search(zoo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
     write_search(work, config)
     result = run_search(work, zoo_dir)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "MLflow call failed" not in result.stdout + result.stderr
     out = work / "out"
     records = [json.loads(line) for line in (out / "candidates.jsonl").read_text().splitlines()]
     return {
