@@ -244,25 +244,6 @@ class SearchConfig(BaseModel):
             return {"name": "ga", **value}
         return value
 
-    @model_validator(mode="after")
-    def _guard_fits(self) -> SearchConfig:
-        guard = self.guard
-        if guard is None:
-            return self
-        parents = self.parent_models()
-        if guard.reference == "base" and not self.recipe.get("base_model"):
-            raise ValueError("guard: reference 'base' needs a recipe with a base_model (or name a parent)")
-        if guard.reference not in {"base", "best_parent", *parents}:
-            raise ValueError(
-                f"guard: reference {guard.reference!r} is not 'base', 'best_parent' or a parent ({', '.join(parents)})"
-            )
-        if guard.objective and self.algorithm.name != "nsga2":
-            raise ValueError("guard: objective: true needs algorithm nsga2 (the others rank on one number)")
-        overlap = {entry.task for entry in guard.tasks} & set(self.evaluation.task_names())
-        if overlap:
-            raise ValueError(f"guard: its tasks must differ from the search tasks: {sorted(overlap)}")
-        return self
-
     def genome(self) -> GenomeSpec:
         return GenomeSpec(self.recipe, tuple(self.genes))
 
@@ -271,6 +252,24 @@ class SearchConfig(BaseModel):
         names = [self.recipe["base_model"]] if self.recipe.get("base_model") else []
         names += [entry["model"] for entry in self.recipe.get("models") or [] if entry["model"] not in names]
         return names
+
+
+def guard_problem(config: SearchConfig) -> str | None:
+    """What is wrong with the guard given the rest of the config (its reference, its tasks), if anything."""
+    guard = config.guard
+    if guard is None:
+        return None
+    parents = config.parent_models()
+    if guard.reference == "base" and not config.recipe.get("base_model"):
+        return "reference 'base' needs a recipe with a base_model (or name a parent)"
+    if guard.reference not in {"base", "best_parent", *parents}:
+        return f"reference {guard.reference!r} is not 'base', 'best_parent' or a parent ({', '.join(parents)})"
+    if guard.objective and config.algorithm.name != "nsga2":
+        return "objective: true needs algorithm nsga2 (the others rank on one number)"
+    overlap = {entry.task for entry in guard.tasks} & set(config.evaluation.task_names())
+    if overlap:
+        return f"its tasks must differ from the search tasks: {sorted(overlap)}"
+    return None
 
 
 def load_search_config(path: Path | str) -> SearchConfig:
@@ -288,6 +287,9 @@ def load_search_config(path: Path | str) -> SearchConfig:
     except ValidationError as error:
         message = validation_message(str(path), error, unknown_key="unknown key", tags=ALGORITHM_NAMES)
         raise RecipeError(message) from None
+    problem = guard_problem(config)
+    if problem:
+        raise RecipeError(f"{path}: guard: {problem}")
     try:
         genome = config.genome()
     except RecipeError as error:

@@ -23,6 +23,33 @@ def _with_misspelt_held_out_task(config: dict[str, object]) -> None:
     config["evaluation"] = {**config["evaluation"], "held_out_tasks": ["evomerge_add_tset", "evomerge_sort_test"]}  # type: ignore[dict-item]
 
 
+def _with_misspelt_builtin_task(config: dict[str, object]) -> None:
+    config["evaluation"] = {**config["evaluation"], "tasks": ["evomerge_add", "gsm8kk"]}  # type: ignore[dict-item]
+
+
+def _with_metric_not_reported(config: dict[str, object]) -> None:
+    tasks = ["evomerge_add", {"task": "evomerge_add_choice", "metric": "exact_match"}]
+    config["evaluation"] = {**config["evaluation"], "tasks": tasks}  # type: ignore[dict-item]
+
+
+def _with_zero_weight(config: dict[str, object]) -> None:
+    tasks = ["evomerge_add", {"task": "evomerge_sort", "weight": 0}]
+    config["evaluation"] = {**config["evaluation"], "tasks": tasks}  # type: ignore[dict-item]
+
+
+def _with_unknown_entry_key(config: dict[str, object]) -> None:
+    tasks = ["evomerge_add", {"task": "evomerge_sort", "wieght": 2}]
+    config["evaluation"] = {**config["evaluation"], "tasks": tasks}  # type: ignore[dict-item]
+
+
+def _with_guard_on_an_unknown_parent(config: dict[str, object]) -> None:
+    config["guard"] = {"tasks": ["evomerge_copy"], "reference": "zoo:reverse"}
+
+
+def _with_missing_include_folder(config: dict[str, object]) -> None:
+    config["evaluation"] = {**config["evaluation"], "include_path": "my_taks"}  # type: ignore[dict-item]
+
+
 def _without_base_model(config: dict[str, object]) -> None:
     config["recipe"] = {key: value for key, value in config["recipe"].items() if key != "base_model"}  # type: ignore[attr-defined]
 
@@ -34,9 +61,19 @@ def _without_base_model(config: dict[str, object]) -> None:
         (
             _with_misspelt_held_out_task,
             "evaluation: unknown lm-eval tasks ['evomerge_add_tset']",
-            "(evomerge_add_tset: did you mean evomerge_add_test or evomerge_add?)",
+            "(evomerge_add_tset: did you mean evomerge_add_test",
         ),
         (_without_base_model, "recipe: base_model: required by merge_method task_arithmetic", ""),
+        (_with_misspelt_builtin_task, "evaluation: unknown lm-eval tasks ['gsm8kk']", "(gsm8kk: did you mean gsm8k"),
+        (
+            _with_metric_not_reported,
+            "evaluation.tasks[1] (evomerge_add_choice): metric 'exact_match' is not one the task reports",
+            "(it reports: acc, acc_norm)",
+        ),
+        (_with_zero_weight, "evaluation.tasks.1.weight", "greater than 0"),
+        (_with_unknown_entry_key, "evaluation.tasks.1.wieght: unknown key", ""),
+        (_with_guard_on_an_unknown_parent, "guard: reference 'zoo:reverse' is not 'base', 'best_parent'", ""),
+        (_with_missing_include_folder, "evaluation.include_path: lm-eval task folder not found", "my_taks"),
     ],
 )
 def test_a_wrong_search_config_is_refused_before_the_search_starts(
