@@ -34,3 +34,22 @@ def test_same_seed_same_interval_and_perfect_scores_have_no_width() -> None:
 def test_empty_task_is_refused() -> None:
     with pytest.raises(ValueError, match="at least one score per task"):
         bootstrap_scores({"t": []}, seed=0)
+
+
+def test_a_perplexity_is_bootstrapped_through_its_own_aggregation_and_counts_negated() -> None:
+    """lm-eval aggregates word perplexity over pooled (log-likelihood, words) pairs, not as a mean; the
+    interval resamples the pairs, and a lower-is-better task enters the overall score negated."""
+    from lm_eval.api.metrics import mean, weighted_perplexity
+
+    from tasks.evaluate import ItemScores
+
+    pairs = [(-2.0, 1), (-4.0, 2), (-1.0, 1), (-3.0, 1)] * 10
+    perplexity = ItemScores(pairs, weighted_perplexity, higher_is_better=False)
+    accuracy = ItemScores([1.0, 0.0, 1.0, 1.0] * 10, mean, higher_is_better=True)
+    scores = bootstrap_scores({"ppl": perplexity, "acc": accuracy}, seed=0, weights={"ppl": 0.1, "acc": 1.0})
+    expected_ppl = math.exp(10 / 5)  # exp(-sum(ll) / sum(words)) over one block of four pairs
+    assert scores.tasks["ppl"].value == pytest.approx(expected_ppl)
+    assert scores.tasks["ppl"].low < expected_ppl < scores.tasks["ppl"].high
+    assert scores.mean.value == pytest.approx((0.75 * 1.0 - expected_ppl * 0.1) / 1.1)
+    weakest = bootstrap_scores({"ppl": perplexity, "acc": accuracy}, seed=0, aggregate="min")
+    assert weakest.mean.value == pytest.approx(-expected_ppl)
