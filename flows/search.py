@@ -627,6 +627,14 @@ def _finish(context: SearchContext, checkpoint: Checkpoint, state: SearchState) 
     config = context.config
     best = stages.select(state.records)
     if best is None:
+        kept = [r for r in state.records if r.status == "ok" and r.retention is not None]
+        if kept and context.guard is not None:
+            closest = max(r.retention or 0.0 for r in kept)
+            raise EvomergeError(
+                f"no candidate kept the guard: all {len(kept)} scored ones fell more than {context.guard.max_drop:g} "
+                f"below the reference (the best retention was {closest:+.3f}); see candidates.jsonl, and raise "
+                "guard.max_drop or search longer"
+            )
         raise EvomergeError("no candidate finished; see candidates.jsonl and MLflow for the errors")
     best_dir = context.out / "best"
     written = write_model(context.workbench.plan(best.recipe), best_dir, force=True)
