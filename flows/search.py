@@ -53,13 +53,13 @@ from genetics.individual import Individual
 from genetics.search_config import SearchConfig
 from tasks.candidate import CandidateRecord, candidate_key, merge_key
 from tasks.errors import EvomergeError, StageFailure
-from tasks.evaluate import EvaluationConfig, Evaluator, TaskOptions
+from tasks.evaluate import EvaluationConfig, Evaluator
 from tasks.faults import set_fault_scope
 from tasks.held_out import BOOTSTRAP_ITERATIONS, CONFIDENCE, bootstrap_scores
 from tasks.merge.plan import plan_merge
 from tasks.merge.writer import write_model
+from tasks.search_scoring import fitness_policies, held_out_tasks, search_evaluation, task_options
 from tasks.select import FitnessPolicy, GuardPolicy, Objective, best_candidate
-from tasks.task_sources import REPO_TASKS, TaskSources, registry_names
 from tasks.workbench import Workbench, search_torch_threads
 
 console = Console(file=sys.stderr)
@@ -365,40 +365,6 @@ def _set_guard_reference(context: SearchContext, checkpoint: Checkpoint) -> None
         f"guard: {', '.join(o.task for o in guard.objectives)}: reference {name} scores "
         f"{context.guard_reference:.3f}; a candidate may drop at most {guard.max_drop:g} below it"
     )
-
-
-def search_evaluation(config: SearchConfig, config_dir: Path) -> EvaluationConfig:
-    """What every candidate is scored on: the search tasks, then the guard's, with their own settings."""
-    entries = [*config.evaluation.tasks, *(config.guard.tasks if config.guard else [])]
-    options = tuple(
-        (
-            entry.task,
-            TaskOptions(entry.limit, entry.num_fewshot, tuple(sorted((entry.gen_kwargs or {}).items()))),
-        )
-        for entry in entries
-        if entry.limit or entry.num_fewshot is not None or entry.gen_kwargs
-    )
-    return EvaluationConfig(
-        tasks=tuple(entry.task for entry in entries),
-        extra_include_paths=tuple(config.evaluation.include_paths(config_dir)),
-        limit=config.evaluation.limit,
-        options=options,
-        batch_size=config.evaluation.batch_size,
-    )
-
-
-def fitness_policies(config: SearchConfig, evaluator: Evaluator) -> tuple[FitnessPolicy, GuardPolicy | None]:
-    """The fitness and the guard, each task's direction as lm-eval's `higher_is_better` gives it."""
-
-    def objective(entry: Any) -> Objective:
-        metric = config.evaluation.metric_of(entry)
-        return Objective(entry.task, metric, entry.weight, evaluator.higher_is_better(entry.task, metric))
-
-    policy = FitnessPolicy(tuple(objective(e) for e in config.evaluation.tasks), config.fitness.aggregate)
-    if config.guard is None:
-        return policy, None
-    guard = GuardPolicy(tuple(objective(e) for e in config.guard.tasks), config.guard.max_drop, config.guard.reference)
-    return policy, guard
 
 
 MLFLOW_WAIT_SECONDS = 60.0
@@ -712,30 +678,6 @@ def _finish(context: SearchContext, checkpoint: Checkpoint, state: SearchState) 
 LEADERBOARD_SIZE = 10
 
 
-def held_out_tasks(config: SearchConfig, config_dir: Path) -> dict[str, str]:
-    """Search task -> its test split: an entry's `held_out` ("" for none), else `held_out_tasks`, else
-    `<task>_test` where a task folder or lm-eval's registry defines one."""
-    configured = config.evaluation.held_out_tasks
-    sources = TaskSources((REPO_TASKS, *config.evaluation.include_paths(config_dir)))
-    known: set[str] | None = None
-    chosen = {}
-    for index, entry in enumerate(config.evaluation.tasks):
-        if entry.held_out is not None:
-            if entry.held_out:
-                chosen[entry.task] = entry.held_out
-            continue
-        if configured is not None:
-            if configured:
-                chosen[entry.task] = configured[index]
-            continue
-        if known is None:
-            known = set(sources.local_manager().task_index)
-        name = f"{entry.task}_test"
-        if name in known or (entry.task not in known and name in registry_names()):
-            chosen[entry.task] = name
-    return chosen
-
-
 def _held_out(
     context: SearchContext, checkpoint: Checkpoint, state: SearchState, best: CandidateRecord
 ) -> dict[str, Any] | None:
@@ -749,10 +691,7 @@ def _held_out(
     objectives = {o.task: o for o in context.policy.objectives}
     entries = {entry.task: entry for entry in config.evaluation.tasks}
     tasks = list(splits.values())
-    options = tuple(
-        (split, TaskOptions(None, entries[task].num_fewshot, tuple(sorted((entries[task].gen_kwargs or {}).items()))))
-        for task, split in splits.items()
-    )
+    options = tuple((split, task_options(entries[task], with_limit=False)) for task, split in splits.items())
     evaluation = search_evaluation(config, context.config_dir)
     evaluator = Evaluator(
         EvaluationConfig(

@@ -67,7 +67,10 @@ class EvaluationSettings(BaseModel):
     held_out_tasks: list[str] | None = None
     """The test split of each task, in the same order (an entry's `held_out` says it per task)."""
 
-    _tasks_as_entries = field_validator("tasks", mode="before")(classmethod(lambda cls, value: _entries(value)))
+    @field_validator("tasks", mode="before")
+    @classmethod
+    def _names_as_entries(cls, value: Any) -> Any:
+        return _entries(value)
 
     @model_validator(mode="after")
     def _one_held_out_task_per_task(self) -> EvaluationSettings:
@@ -111,7 +114,10 @@ class GuardSettings(BaseModel):
     objective: bool = False
     """NSGA-II only: take retention as one more objective instead of a constraint."""
 
-    _tasks_as_entries = field_validator("tasks", mode="before")(classmethod(lambda cls, value: _entries(value)))
+    @field_validator("tasks", mode="before")
+    @classmethod
+    def _names_as_entries(cls, value: Any) -> Any:
+        return _entries(value)
 
 
 class FitnessSettings(BaseModel):

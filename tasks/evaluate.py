@@ -192,6 +192,9 @@ class Evaluator:
     _leaves_of: dict[str, tuple[str, ...]] = field(init=False, repr=False)
     _tasks: dict[str, Any] = field(init=False, repr=False)
     _samples: dict[str, list[int]] | None = field(init=False, repr=False)
+    """Document indices per task when tasks have different limits (lm-eval's `samples`)."""
+    _limit: int | None = field(init=False, repr=False)
+    """One limit for every task (lm-eval's own `limit`)."""
     _wrappers: list[_CachedWrapper] = field(init=False, repr=False, default_factory=list)
 
     def __post_init__(self) -> None:
