@@ -569,8 +569,14 @@ def _generation_stats(generation: int, state: SearchState, individuals: list[Ind
         generation=generation,
         evaluations=state.evaluations,
         best_fitness=best.fitness if best is not None and best.fitness is not None else 0.0,
-        mean_fitness=sum(ind.fitness or 0.0 for ind in individuals) / len(individuals),
+        mean_fitness=_mean([ind.fitness or 0.0 for ind in individuals if ind.violation != float("inf")]),
     )
+
+
+def _mean(values: list[float]) -> float:
+    """The generation's mean fitness over the candidates that finished (a failed one has no fitness: counted
+    as 0 it would be the best of a lower-is-better search)."""
+    return sum(values) / len(values) if values else 0.0
 
 
 def _print_generation(stats: GenerationStats, state: SearchState) -> None:
