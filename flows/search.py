@@ -431,7 +431,7 @@ def _start(context: SearchContext, config_path: str, references: list[str]) -> C
     for ref in references:
         stages.merge(context.workbench, None, ref, parent=ref)
         scores = stages.evaluate(context.workbench, context.evaluator, ref)
-        parents[ref] = {o.task: o.value(scores) for o in _all_objectives(context)}
+        parents[ref] = _raw_values(context, scores)
         context.tracking.submit(f"parent {ref} scores", partial(context.tracker.log_parent_scores, ref, parents[ref]))
         console.print(
             f"parent {ref}: "
@@ -638,7 +638,7 @@ def _finish(context: SearchContext, checkpoint: Checkpoint, state: SearchState) 
         "best": {
             "candidate_id": best.candidate_id,
             "recipe": best.recipe.canonical_dict(),
-            "scores": _raw_scores(context, best),
+            "scores": _raw_values(context, best.scores),
             "fitness": best.fitness,
             "retention": best.retention,
             "tensors_sha256": best.tensors_sha256,
@@ -649,7 +649,7 @@ def _finish(context: SearchContext, checkpoint: Checkpoint, state: SearchState) 
         "stop_reason": checkpoint.stop_reason,
         "history": [vars(stats) for stats in checkpoint.history],
         ("pareto_front" if config.algorithm.name == "nsga2" else "hall_of_fame"): [
-            {"candidate_id": ind.candidate_id, "scores": _raw_scores(context, by_id[ind.candidate_id])}
+            {"candidate_id": ind.candidate_id, "scores": _raw_values(context, by_id[ind.candidate_id].scores)}
             for ind in checkpoint.algorithm.best()
             if ind.candidate_id in by_id and by_id[ind.candidate_id].status == "ok"
         ],
@@ -740,9 +740,9 @@ def _held_out(
     }
 
 
-def _raw_scores(context: SearchContext, record: CandidateRecord) -> dict[str, float]:
+def _raw_values(context: SearchContext, scores: dict[str, dict[str, float]]) -> dict[str, float]:
     """Each search (and guard) task's value as lm-eval reported it, in the config's order."""
-    return {o.task: o.value(record.scores) for o in _all_objectives(context)}
+    return {o.task: o.value(scores) for o in _all_objectives(context)}
 
 
 def _leaderboard(context: SearchContext, state: SearchState) -> list[dict[str, Any]]:
@@ -754,7 +754,7 @@ def _leaderboard(context: SearchContext, state: SearchState) -> list[dict[str, A
         {
             "candidate_id": r.candidate_id,
             "fitness": r.fitness,
-            "scores": _raw_scores(context, r),
+            "scores": _raw_values(context, r.scores),
             "retention": r.retention,
             "feasible": r.feasible,
             "recipe_sha256": r.recipe.sha256(),

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import numpy as np
 
 from tasks.evaluate import ItemScores
+from tasks.select import combine
 
 BOOTSTRAP_ITERATIONS = 2000
 CONFIDENCE = 0.95
@@ -72,17 +73,12 @@ def bootstrap_scores(
             means = array[draws].mean(axis=1)
         low, high = np.quantile(means, [tail, 1 - tail])
         intervals[task] = Interval(point, float(low), float(high))
-        higher = scores.higher_is_better if isinstance(scores, ItemScores) else True
-        resampled[task] = means if higher else -means
+        resampled[task] = means if _higher(scores) else -means
     weight = [float((weights or {}).get(task, 1.0)) for task in items]
     stacked = np.stack([resampled[task] for task in items])
     points = [intervals[t].value if _higher(items[t]) else -intervals[t].value for t in items]
-    if aggregate == "min":
-        overall = stacked.min(axis=0)
-        point = min(points)
-    else:
-        overall = np.average(stacked, axis=0, weights=weight)
-        point = float(np.average(points, weights=weight))
+    point = combine(points, weight, aggregate)  # the fitness's own formula, on the point estimates
+    overall = stacked.min(axis=0) if aggregate == "min" else np.average(stacked, axis=0, weights=weight)
     low, high = np.quantile(overall, [tail, 1 - tail])
     return HeldOutScores(intervals, Interval(float(point), float(low), float(high)))
 

@@ -3,10 +3,12 @@ root, output captured."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -81,3 +83,25 @@ def run_search(work: Path, zoo_dir: Path) -> subprocess.CompletedProcess[str]:
         env=search_env(work, zoo_dir),
         cwd=ROOT,
     )
+
+
+def run_lm_eval(
+    model_dir: str | Path,
+    tasks: list[str],
+    workdir: Path,
+    *options: str,
+    env: dict[str, str] | None = None,
+    timeout: int = 600,
+) -> tuple[dict[str, Any], subprocess.CompletedProcess[str]]:
+    """`lm_eval --model hf --model_args pretrained=MODEL_DIR --tasks ... OPTIONS` run in `workdir`, offline, as a
+    user runs it; returns its results JSON (asserting it succeeded) and the finished process."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "lm_eval", "--model", "hf", "--model_args", f"pretrained={model_dir}"]
+    command += ["--tasks", ",".join(tasks), "--output_path", "results", *options]
+    environment = {**os.environ, **(env or {}), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TQDM_DISABLE": "1"}
+    completed = subprocess.run(
+        command, cwd=workdir, env=environment, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    (results_file,) = (workdir / "results").rglob("results_*.json")
+    return json.loads(results_file.read_text()), completed

@@ -8,12 +8,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_runner import EVOMERGE, ROOT, ZOO_TWO_EXPERTS, search_env, write_search
+from cli_runner import EVOMERGE, ROOT, ZOO_TWO_EXPERTS, run_lm_eval, search_env, write_search
 
 from tasks.evaluate import flatten_results
 
@@ -83,28 +82,9 @@ def search(offline_cache: dict[str, str], zoo_dir: Path, tmp_path_factory: pytes
 def test_gsm8k_and_arc_easy_score_as_the_lm_eval_cli_scores_them(search: dict[str, Any], tmp_path: Path) -> None:
     summary = search["summary"]
     winner = next(r for r in search["records"] if r["candidate_id"] == summary["best"]["candidate_id"])
-    command = [
-        sys.executable,
-        "-m",
-        "lm_eval",
-        "--model",
-        "hf",
-        "--model_args",
-        f"pretrained={summary['best']['model_dir']}",
-        "--tasks",
-        "gsm8k,arc_easy",
-        "--num_fewshot",
-        str(FEWSHOT),
-        "--gen_kwargs",
-        ",".join(f"{k}={v}" for k, v in GEN_KWARGS.items()),
-        "--output_path",
-        "results",
-    ]
-    env = {**search["env"], "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}  # one thread, as the search
-    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    (results_file,) = (tmp_path / "results").rglob("results_*.json")
-    output = json.loads(results_file.read_text())
+    options = ["--num_fewshot", str(FEWSHOT), "--gen_kwargs", ",".join(f"{k}={v}" for k, v in GEN_KWARGS.items())]
+    env = {**search["env"], "OMP_NUM_THREADS": "1"}  # one thread, as the search
+    output, _ = run_lm_eval(summary["best"]["model_dir"], ["gsm8k", "arc_easy"], tmp_path, *options, env=env)
     cli = flatten_results(output["results"], ("gsm8k", "arc_easy"))
     # every metric of every filter, value for value, on the same rows of the same cache
     assert winner["scores"]["gsm8k"] == cli["gsm8k"]

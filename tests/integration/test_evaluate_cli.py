@@ -3,13 +3,11 @@ offline, from a working directory that is not the repository, and gets the zoo m
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_runner import run_lm_eval
 
 from tasks.evaluate import DEFAULT_INCLUDE_PATH
 from tasks.zoo import read_manifest
@@ -25,28 +23,15 @@ def test_lm_eval_cli_scores_a_zoo_expert_like_the_manifest(zoo_dir: Path, tmp_pa
     # Relative paths, resolved against a working directory that holds no task data: the task's loader
     # must find its JSONL beside its YAML, not beside the caller. Default model_args (batch size 1, BOS as
     # the tokenizer adds it) must agree with the Evaluator's batched in-memory scoring.
-    command = [
-        sys.executable,
-        "-m",
-        "lm_eval",
-        "--model",
-        "hf",
-        "--model_args",
-        f"pretrained={os.path.relpath(zoo_dir / 'add', workdir)}",
+    output, completed = run_lm_eval(
+        os.path.relpath(zoo_dir / "add", workdir),
+        ["evomerge_add"],
+        workdir,
         "--include_path",
         os.path.relpath(DEFAULT_INCLUDE_PATH, workdir),
-        "--tasks",
-        "evomerge_add",
-        "--output_path",
-        "results",
-    ]
-    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TQDM_DISABLE": "1"}
-    completed = subprocess.run(
-        command, cwd=workdir, env=environment, capture_output=True, text=True, timeout=300, check=False
+        timeout=300,
     )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    (results_file,) = (workdir / "results").rglob("results_*.json")
-    results = json.loads(results_file.read_text())["results"]
+    results = output["results"]
     expected = manifest.models["add"].accuracy
     assert results["evomerge_add"]["exact_match,none"] == expected["add"] >= 0.8
     assert "evomerge_add" in completed.stdout and "exact_match" in completed.stdout

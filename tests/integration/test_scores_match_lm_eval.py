@@ -12,14 +12,12 @@ it changes no score of any type.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_runner import EVOMERGE, ROOT, ZOO_TWO_EXPERTS, run_search, search_env, write_search
+from cli_runner import EVOMERGE, ROOT, ZOO_TWO_EXPERTS, run_lm_eval, run_search, search_env, write_search
 
 from tasks.evaluate import DEFAULT_INCLUDE_PATH, flatten_results
 from tasks.merge.writer import model_dir_sha256
@@ -68,40 +66,14 @@ def search(zoo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
 
 def lm_eval_cli(model_dir: Path, tasks: list[str], workdir: Path, limit: int | None) -> dict[str, Any]:
     """`lm_eval --model hf --include_path ...` on a model directory, as a user would run it."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    command = [
-        sys.executable,
-        "-m",
-        "lm_eval",
-        "--model",
-        "hf",
-        "--model_args",
-        f"pretrained={model_dir}",
-        "--include_path",
-        str(DEFAULT_INCLUDE_PATH),
-        "--tasks",
-        ",".join(tasks),
-        "--output_path",
-        "results",
-        *(["--limit", str(limit)] if limit else []),
-    ]
     # One intra-op thread, as the search scores models this small (tasks/workbench.py: search_torch_threads):
     # a float32 sum's rounding follows how its work splits over threads, and at the CLI's default two threads
     # one batch-1 perplexity differs from the search's batched one in the seventh digit. Thread for thread,
     # every value is identical.
-    environment = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "TQDM_DISABLE": "1",
-        "OMP_NUM_THREADS": "1",
-    }
-    completed = subprocess.run(
-        command, cwd=workdir, env=environment, capture_output=True, text=True, timeout=600, check=False
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    (results_file,) = (workdir / "results").rglob("results_*.json")
-    return json.loads(results_file.read_text())
+    limits = ["--limit", str(limit)] if limit else []
+    options = ["--include_path", str(DEFAULT_INCLUDE_PATH), *limits]
+    output, _ = run_lm_eval(model_dir, tasks, workdir, *options, env={"OMP_NUM_THREADS": "1"})
+    return output
 
 
 def test_every_output_type_scores_as_the_lm_eval_cli_scores_the_saved_winner(
