@@ -13,8 +13,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from genetics.genome import GeneSpec, GenomeSpec
+from tasks.config_messages import describe_value, document_problem, validation_message
 from tasks.errors import RecipeError
-from tasks.merge.recipe import validation_message
 
 
 class TaskEntry(BaseModel):
@@ -48,9 +48,14 @@ class TaskEntry(BaseModel):
 
 def _entries(value: Any) -> Any:
     """A bare task name is an entry with the defaults."""
-    if isinstance(value, list):
-        return [{"task": item} if isinstance(item, str) else item for item in value]
-    return value
+    if not isinstance(value, list):
+        return value
+    for index, item in enumerate(value):
+        if not isinstance(item, str | dict):
+            raise ValueError(
+                f"item {index}: expected a task name or a mapping with `task:`, got {describe_value(item)}"
+            )
+    return [{"task": item} if isinstance(item, str) else item for item in value]
 
 
 class EvaluationSettings(BaseModel):
@@ -286,8 +291,9 @@ def load_search_config(path: Path | str) -> SearchConfig:
         raise RecipeError(f"{path}: cannot read search config: {error.strerror}") from None
     except yaml.YAMLError as error:
         raise RecipeError(f"{path}: not valid YAML: {error}") from None
-    if not isinstance(data, dict):
-        raise RecipeError(f"{path}: a search config must be a YAML mapping")
+    problem = document_problem(data, "search config", "name: my-search")
+    if problem:
+        raise RecipeError(f"{path}: {problem}")
     try:
         config = SearchConfig.model_validate(data)
     except ValidationError as error:

@@ -100,11 +100,14 @@ class MergePlan:
                 config["text_config"] = {**text_config, "vocab_size": self.vocabulary.rows}
             else:
                 config["vocab_size"] = self.vocabulary.rows
+        # transformers 5 writes the dtype as `dtype` only (`torch_dtype` is its deprecated spelling, still
+        # read): a parent's old key is carried over under the new name, as save_pretrained would write it.
+        legacy = config.pop("torch_dtype", None)
+        if legacy is not None and config.get("dtype") is None:
+            config["dtype"] = legacy
         dtype_name = self.recipe.out_dtype or self.recipe.dtype
         if dtype_name:
-            config["torch_dtype"] = dtype_name
-            if "dtype" in config:
-                config["dtype"] = dtype_name
+            config["dtype"] = dtype_name
         return config
 
     def bytes_to_read(self) -> int:

@@ -9,11 +9,21 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from tasks.config_messages import describe_value, document_problem, validation_message
 from tasks.errors import RecipeError
 from tasks.merge.chat_templates import chat_template_problem
 
@@ -28,7 +38,33 @@ class ConditionalParameter(BaseModel):
     filter: str | None = None
 
 
-ParameterSetting = Scalar | list[float] | list[ConditionalParameter] | list[Scalar]
+def _setting_shape(value: Any) -> Any:
+    """A parameter is a value, a gradient (a list of values) or a list of `filter:`/`value:` entries; say so
+    in one line instead of one line per union member pydantic tried."""
+    scalar = (int, float, str)
+    if isinstance(value, scalar):
+        return value
+    if isinstance(value, list) and value and all(isinstance(item, scalar) for item in value):
+        return value
+    if isinstance(value, list) and value and all(isinstance(item, ConditionalParameter) for item in value):
+        return value
+    if isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
+        entries = []
+        for index, item in enumerate(value):
+            try:
+                entries.append(ConditionalParameter.model_validate(item))
+            except ValidationError as error:
+                raise ValueError(validation_message(f"entry {index}", error, unknown_key="unknown key")) from None
+        return entries
+    raise ValueError(
+        "expected a number, a list of numbers (a gradient across the layers) or a list of `filter:` / `value:` "
+        f"entries, got {describe_value(value)}"
+    )
+
+
+ParameterSetting = Annotated[
+    Scalar | list[float] | list[ConditionalParameter] | list[Scalar], BeforeValidator(_setting_shape)
+]
 Parameters = dict[str, ParameterSetting]
 
 DTYPE_NAMES = ("float32", "float16", "bfloat16")
@@ -254,37 +290,10 @@ class Recipe(BaseModel):
         return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _format_location(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(part) for part in loc if not _is_union_branch(part)) or "<top level>"
-
-
-def _is_union_branch(part: Any) -> bool:
-    """Pydantic puts the tried union member (`float`, `list[float]`...) in the location; users never wrote it."""
-    text = str(part)
-    return any(text.startswith(t) for t in ("float", "int", "bool", "str", "list[", "tuple[", "function-"))
-
-
-def validation_message(
-    source: str,
-    error: ValidationError,
-    unknown_key: str = "unknown key (not part of the mergekit recipe format)",
-    tags: tuple[str, ...] = (),
-) -> str:
-    """One line per problem: `file: key.path: what is wrong`. Union noise is collapsed to one line per key;
-    `tags` are discriminated-union tags, which pydantic puts in the path although the YAML has no such key."""
-    lines: dict[str, str] = {}
-    for item in error.errors():
-        key = _format_location(tuple(part for part in item["loc"] if part not in tags))
-        message = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "extra_forbidden":
-            message = unknown_key
-        lines.setdefault(key, message)
-    return "\n".join(f"{source}: {key}: {message}" for key, message in lines.items())
-
-
 def parse_recipe(data: Any, source: str = "<recipe>") -> Recipe:
-    if not isinstance(data, dict):
-        raise RecipeError(f"{source}: a recipe must be a YAML mapping, got {type(data).__name__}")
+    problem = document_problem(data, "recipe", "merge_method: linear")
+    if problem:
+        raise RecipeError(f"{source}: {problem}")
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as error:

@@ -76,7 +76,7 @@ def test_search_config_errors_name_file_and_key(tmp_path: Path) -> None:
         load_search_config(path)
     message = str(error.value)
     assert f"{path}: genes.0: low (1.0) must be below high (0.5)" in message
-    assert f"{path}: algorithm.population_size: Input should be greater than or equal to 2" in message
+    assert f"{path}: algorithm.population_size: must be greater than or equal to 2" in message
 
 
 @pytest.mark.parametrize(
@@ -84,7 +84,7 @@ def test_search_config_errors_name_file_and_key(tmp_path: Path) -> None:
     [
         (
             "{name: annealing}",
-            "algorithm: Input tag 'annealing' found using 'name' does not match any of the expected tags",
+            "algorithm: name: 'annealing' is not one of 'ga', 'cma-es', 'nsga2', 'random'",
         ),
         ("{name: cma-es, centroid: 1.5}", "algorithm: centroid must lie in [0, 1] (gene space), got 1.5"),
         ("{name: nsga2, population_size: 10}", "population_size (10) must be a multiple of 4"),
