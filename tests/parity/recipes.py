@@ -556,6 +556,45 @@ def arcee_fusion_plain(x: Ctx) -> Recipe:
     }
 
 
+def ram_default(x: Ctx) -> Recipe:
+    # mergekit's default epsilon (1e-5): every seeded delta moves its entry, so each entry is shared
+    return {"merge_method": "ram", "base_model": x.base, "models": _models(x, (x.a, None), (x.b, None), (x.c, None))}
+
+
+def ram_epsilon(x: Ctx) -> Recipe:
+    # an epsilon near the deltas' spread: entries moved by no model, by one (kept whole) and by several (averaged)
+    recipe = ram_default(x)
+    recipe["parameters"] = {"epsilon": [0.003, 0.008]}
+    return recipe
+
+
+def ram_dtype_bf16(x: Ctx) -> Recipe:
+    recipe = ram_epsilon(x)
+    recipe["dtype"] = "bfloat16"
+    return recipe
+
+
+def ramplus_default(x: Ctx) -> Recipe:
+    recipe = ram_default(x)
+    recipe["merge_method"] = "ramplus_tl"
+    return recipe
+
+
+def ramplus_tuned(x: Ctx) -> Recipe:
+    return {
+        "merge_method": "ramplus_tl",
+        "base_model": x.base,
+        "models": _models(x, (x.base, None), (x.a, None), (x.b, None)),
+        "parameters": {"r": 0.5, "alpha": [0.3, 0.9], "epsilon": 0.005},
+    }
+
+
+def ramplus_dtype_bf16(x: Ctx) -> Recipe:
+    recipe = ramplus_tuned(x)
+    recipe["dtype"] = "bfloat16"
+    return recipe
+
+
 QWEN2_LAYER_TYPES = (
     "mergekit 0.1.5 sets num_hidden_layers on the loaded Qwen2Config (merge.py::_model_out_config -> "
     "set_config_value) without resizing `layer_types`; transformers 5.x validates the config and raises "
@@ -623,6 +662,12 @@ RECIPES: dict[str, RecipeSpec] = {
     "sce/topk": RecipeSpec(sce_topk),
     "sce/all": RecipeSpec(sce_all),
     "arcee_fusion/plain": RecipeSpec(arcee_fusion_plain),
+    "ram/default": RecipeSpec(ram_default),
+    "ram/epsilon": RecipeSpec(ram_epsilon),
+    "ram/dtype_bf16": RecipeSpec(ram_dtype_bf16),
+    "ramplus_tl/default": RecipeSpec(ramplus_default),
+    "ramplus_tl/tuned": RecipeSpec(ramplus_tuned),
+    "ramplus_tl/dtype_bf16": RecipeSpec(ramplus_dtype_bf16),
 }
 
 

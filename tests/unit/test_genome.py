@@ -250,3 +250,31 @@ def test_search_config_recipe_is_checked_before_any_parent_is_opened(tmp_path: P
     with pytest.raises(RecipeError) as error:
         load_search_config(path)
     assert f"{path}: {message}" in str(error.value)
+
+
+RAM_SPEC = GenomeSpec(
+    {**TEMPLATE, "merge_method": "ram"},
+    (
+        GeneSpec(parameter="merge_method", choices=["ties", "ram", "ramplus_tl"]),
+        GeneSpec(parameter="density", model="add", low=0.2, high=1.0),
+        GeneSpec(parameter="weight", model="add", low=0.0, high=1.5),
+        GeneSpec(parameter="r", low=0.0, high=0.5),
+        GeneSpec(parameter="epsilon", low=0.0, high=0.01),
+    ),
+)
+
+
+@pytest.mark.parametrize(
+    ("unit", "method", "kept"),
+    [(0.1, "ties", {"density", "weight"}), (0.5, "ram", {"epsilon"}), (0.9, "ramplus_tl", {"r", "epsilon"})],
+)
+def test_ram_methods_are_genome_choices_with_their_own_parameters(unit: float, method: str, kept: set[str]) -> None:
+    recipe = RAM_SPEC.decode([unit, 0.5, 0.5, 0.5, 0.5]).canonical_dict()
+    assert recipe["merge_method"] == method
+    add = next(m for m in recipe["models"] if m["model"] == "add").get("parameters", {})
+    assert set(add) | set(recipe.get("parameters", {})) == kept
+
+
+def test_a_ram_gene_out_of_range_is_refused() -> None:
+    with pytest.raises(RecipeError, match=r"genes\.0\.low: alpha: -0\.5 is out of range \[0, inf\) \(merge_method "):
+        GenomeSpec({**TEMPLATE, "merge_method": "ramplus_tl"}, (GeneSpec(parameter="alpha", low=-0.5, high=0.5),))

@@ -12,6 +12,7 @@ from tasks.merge.methods import (  # noqa: F401
     nearswap,
     nuslerp,
     passthrough,
+    ram,
     sce,
     slerp,
     task_arithmetic,
