@@ -50,7 +50,9 @@ def _human_bytes(count: float) -> str:
 
 @app.command()
 def merge(
-    recipe: Annotated[Path, typer.Argument(help="mergekit-format recipe YAML")],
+    recipe: Annotated[
+        Path, typer.Argument(help="mergekit-format recipe YAML (one document, or several: mergekit-multi)")
+    ],
     out: Annotated[Path | None, typer.Argument(help="output model directory")] = None,
     force: Annotated[bool, typer.Option(help="replace OUT if it exists")] = False,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
@@ -63,48 +65,52 @@ def merge(
     sha256: Annotated[
         bool, typer.Option("--sha256", help="print the merged tensors' sha256 (as the search records it)")
     ] = False,
+    document: Annotated[
+        str | None,
+        typer.Option(
+            help="multi-document recipe: the document written to OUT (default: the unnamed one, else the last)"
+        ),
+    ] = None,
+    intermediates: Annotated[
+        str,
+        typer.Option(help="multi-document recipe: where earlier documents' results live: auto, memory or disk"),
+    ] = "auto",
 ) -> None:
-    """Merge the models of RECIPE into OUT, like `mergekit-yaml RECIPE OUT`."""
+    """Merge the models of RECIPE into OUT, like `mergekit-yaml RECIPE OUT` (or `mergekit-multi` for a file of
+    several documents separated by `---`)."""
     # torch's OpenMP workers would otherwise spin between parallel regions and starve the writer thread
     # (before torch is imported: OpenMP reads it once)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from tasks.download import resolve_model_path
     from tasks.merge.engine import check_device
-    from tasks.merge.estimate import estimate_plan
-    from tasks.merge.plan import plan_merge
-    from tasks.merge.recipe import load_recipe
-    from tasks.merge.writer import write_model
+    from tasks.merge.multi_merge import planned_in_scratch, write_recipe_set
+    from tasks.merge.recipe_set import load_recipe_set
 
     try:
         if out is None and not plan:
             raise EvomergeError("missing OUT: where to write the merged model (or pass --plan)")
+        if intermediates not in ("auto", "memory", "disk"):
+            raise EvomergeError(f"--intermediates {intermediates!r}: use auto, memory or disk")
         check_device(device)
-        parsed = load_recipe(recipe)
+        recipe_set = load_recipe_set(recipe)
+        output = recipe_set.output(document)
         if out is not None and out.exists() and not force and not plan:
             raise EvomergeError(f"{out} already exists; pass --force to replace it")
-        paths = {name: resolve_model_path(name, base_dir=recipe.resolve().parent) for name in parsed.model_names()}
-        merge_plan = plan_merge(
-            parsed, paths, str(recipe), allow_pickle=allow_pickle, check_finite=check_finite, random_seed=random_seed
-        )
+        base_dir = recipe.resolve().parent
+
+        def resolve(name: str) -> Path:
+            return resolve_model_path(name, base_dir=base_dir)
+
+        options = {"allow_pickle": allow_pickle, "check_finite": check_finite, "random_seed": random_seed}
         if plan:
-            cost = estimate_plan(merge_plan, shard_bytes)
-            console.print(
-                f"[bold]{recipe}[/]: {parsed.merge_method} over {len(merge_plan.sources)} model(s): compatible"
-            )
-            for name, source in merge_plan.sources.items():
-                console.print(f"  {name}: {source.path} ({len(source.tensors)} tensors)")
-            console.print(f"  output tensors: {cost.tensors}, layers: {merge_plan.output_layers}")
-            console.print(
-                f"  to read: {_human_bytes(cost.bytes_to_read)}, to write: {_human_bytes(cost.bytes_to_write)}"
-            )
-            console.print(
-                f"  predicted peak memory: {_human_bytes(cost.peak_bytes)}, time: ~{cost.seconds:.1f} s (I/O bound)"
-            )
+            with planned_in_scratch(recipe_set, output, resolve, **options) as planned:
+                for item in planned:
+                    _print_plan(recipe, item, shard_bytes, recipe_set.is_multi)
             return
         assert out is not None
-        total = len(merge_plan.jobs)
+        counts: list[int] = []
         with Progress(
-            TextColumn("merging"),
+            TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[written]}"),
@@ -112,28 +118,68 @@ def merge(
             console=errors,
             disable=quiet,
         ) as progress:
-            bar = progress.add_task("tensors", total=total, written="0 B")
+            bar = progress.add_task("merging", total=None, written="0 B")
             written = [0]
+
+            def planned(items: list[object]) -> None:
+                counts.extend(len(item.plan.jobs) for item in items)  # type: ignore[attr-defined]
+                progress.update(bar, total=sum(counts))
 
             def advance(name: str, size: int) -> None:
                 written[0] += size
                 progress.update(bar, advance=1, written=_human_bytes(written[0]))
 
-            digest = write_model(
-                merge_plan,
+            def starting(item: object, in_memory: bool) -> None:
+                label = getattr(getattr(item, "document", None), "label", "")
+                if recipe_set.is_multi:
+                    progress.update(bar, description=f"merging {label}" + (" (in memory)" if in_memory else ""))
+
+            digest = write_recipe_set(
+                recipe_set,
                 out,
+                resolve,
+                output=output,
                 force=force,
+                placement=intermediates,  # type: ignore[arg-type]
+                shard_bytes=shard_bytes,
                 device=device,
                 on_tensor=advance,
-                shard_bytes=shard_bytes,
+                on_planned=planned,
+                on_document=starting,
                 hash_tensors=sha256,
+                **options,  # type: ignore[arg-type]
             )
         if not quiet:
-            console.print(f"wrote {out} ({len(merge_plan.jobs)} tensors)")
+            what = (
+                f"{len(counts)} documents, {sum(counts)} tensors" if recipe_set.is_multi else f"{sum(counts)} tensors"
+            )
+            console.print(f"wrote {out} ({what})")
         if digest is not None:
             console.print(f"sha256 {digest}")
     except EvomergeError as error:
         _fail(error)
+
+
+def _print_plan(recipe: Path, item: object, shard_bytes: int, multi: bool) -> None:
+    """One document's check and cost, as `merge --plan` prints them."""
+    from tasks.merge.estimate import estimate_plan
+    from tasks.merge.multi_merge import IntermediateSource, PlannedDocument
+
+    assert isinstance(item, PlannedDocument)
+    merge_plan = item.plan
+    cost = estimate_plan(merge_plan, shard_bytes)
+    where = f"{recipe}: {item.document.label}" if multi else str(recipe)
+    role = "" if not multi else (" -> OUT" if item.intermediate is None else " (intermediate)")
+    console.print(
+        f"[bold]{where}[/]{role}: {merge_plan.recipe.merge_method} over {len(merge_plan.sources)} model(s): compatible",
+        soft_wrap=True,
+    )
+    for name, source in merge_plan.sources.items():
+        origin = "the result of an earlier document" if isinstance(source, IntermediateSource) else source.path
+        console.print(f"  {name}: {origin} ({len(source.tensors)} tensors)", soft_wrap=True)
+    console.print(f"  output tensors: {cost.tensors}, layers: {merge_plan.output_layers}")
+    console.print(f"  to read: {_human_bytes(cost.bytes_to_read)}, to write: {_human_bytes(cost.bytes_to_write)}")
+    console.print(f"  predicted peak memory: {_human_bytes(cost.peak_bytes)}, time: ~{cost.seconds:.1f} s (I/O bound)")
 
 
 def _ensure_zoo(target: Path, seed: int = 0, rebuild: bool = False) -> object:

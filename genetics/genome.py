@@ -15,12 +15,15 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tasks.errors import RecipeError
 from tasks.merge.recipe import Recipe, parse_recipe
+
+if TYPE_CHECKING:
+    from tasks.merge.recipe_set import RecipeSet
 
 DECIMALS = 4
 
@@ -31,11 +34,13 @@ METHOD_GENE = "merge_method"
 
 class GeneSpec(BaseModel):
     """A searched recipe parameter: `parameter` of `model` (or of the whole recipe when `model` is unset),
-    a number in [low, high]; or, for `parameter: merge_method`, one of `choices`."""
+    a number in [low, high]; or, for `parameter: merge_method`, one of `choices`. In a multi-document
+    recipe, `document` names the document it sets (default: the output document)."""
 
     model_config = ConfigDict(extra="forbid")
     parameter: str
     model: str | None = None
+    document: str | None = None
     low: float | None = None
     high: float | None = None
     choices: list[str] | None = None
@@ -74,17 +79,22 @@ class GeneSpec(BaseModel):
 
     def names(self) -> list[str]:
         stem = self.parameter if self.model is None else f"{self.parameter}/{self.model}"
+        stem = stem if self.document is None else f"{self.document}/{stem}"
         return [stem] if self.layer_groups == 1 else [f"{stem}/g{i}" for i in range(self.layer_groups)]
+
+
+Template = dict[str, Any] | list[dict[str, Any]]
+"""One recipe, or the documents of a multi-document recipe (mergekit-multi's format)."""
 
 
 @dataclass(frozen=True)
 class GenomeSpec:
-    template: dict[str, Any]
+    template: Template
     genes: tuple[GeneSpec, ...]
 
     def __post_init__(self) -> None:
-        models = [entry["model"] for entry in self.template.get("models") or []]
         for index, gene in enumerate(self.genes):
+            models = [entry["model"] for entry in self._document_of(index, gene).get("models") or []]
             if gene.model is not None and gene.model not in models:
                 raise RecipeError(
                     f"genes.{index}.model: {gene.model!r} is not one of the recipe's models ({', '.join(models)})"
@@ -95,20 +105,48 @@ class GenomeSpec:
             raise RecipeError(f"genes: the same parameter is searched twice: {', '.join(sorted(duplicates))}")
         self._check_ranges()
 
+    @property
+    def documents(self) -> list[dict[str, Any]]:
+        return self.template if isinstance(self.template, list) else [self.template]
+
+    def _document_index(self, index: int, gene: GeneSpec) -> int:
+        """Which document gene `index` sets: the one it names, else the output (the unnamed one, else the last)."""
+        documents = self.documents
+        if gene.document is None:
+            unnamed = [number for number, document in enumerate(documents) if not document.get("name")]
+            return unnamed[0] if unnamed else len(documents) - 1
+        for number, document in enumerate(documents):
+            if document.get("name") == gene.document:
+                return number
+        names = ", ".join(str(document.get("name")) for document in documents if document.get("name")) or "none"
+        raise RecipeError(f"genes.{index}.document: {gene.document!r} is not a document of the recipe ({names})")
+
+    def _document_of(self, index: int, gene: GeneSpec) -> dict[str, Any]:
+        return self.documents[self._document_index(index, gene)]
+
     def _check_ranges(self) -> None:
         """Each numeric gene's [low, high] inside its parameter's range, for every method it may be used with:
         out of it, every candidate drawn there fails (a density gene up to 1.5 failed 16 of 81 candidates).
         The range is an interval, so its two ends, as decoded, are all there is to check."""
         from tasks.merge.registry import recipe_method
 
-        method_gene = next((gene for gene in self.genes if gene.parameter == METHOD_GENE), None)
-        names = method_gene.choices if method_gene and method_gene.choices else [self.template.get(METHOD_GENE)]
-        if not all(isinstance(name, str) for name in names):
-            return  # no merge_method at all: decoding says so, with the recipe's own message
-        methods = [recipe_method(name) for name in names]
         for index, gene in enumerate(self.genes):
             if gene.choices is not None:
                 continue
+            document = self._document_index(index, gene)
+            method_gene = next(
+                (
+                    other
+                    for number, other in enumerate(self.genes)
+                    if other.parameter == METHOD_GENE and self._document_index(number, other) == document
+                ),
+                None,
+            )
+            template = self.documents[document]
+            names = method_gene.choices if method_gene and method_gene.choices else [template.get(METHOD_GENE)]
+            if not all(isinstance(name, str) for name in names):
+                continue  # no merge_method at all: decoding says so, with the recipe's own message
+            methods = [recipe_method(name) for name in names]
             specs = [(method, method.parameter(gene.parameter)) for method in methods]
             taken = [(method, spec) for method, spec in specs if spec is not None]
             if not taken:
@@ -145,24 +183,42 @@ class GenomeSpec:
         return [name for gene in self.genes for name in gene.names()]
 
     def decode(self, genes: Sequence[float]) -> Recipe:
+        """The recipe of a one-document genome (`decode_documents` for a multi-document one)."""
+        if isinstance(self.template, list):
+            raise RecipeError("a multi-document recipe decodes with decode_documents, not decode")
+        return parse_recipe(self._filled(genes)[0], "decoded genome")
+
+    def decode_documents(self, genes: Sequence[float]) -> RecipeSet:
+        """Every document of the template with the genes filled in: a file `evomerge merge` and
+        `mergekit-multi` run as they are."""
+        from tasks.merge.recipe_set import parse_recipe_set
+
+        return parse_recipe_set(self._filled(genes), "decoded genome")
+
+    def _filled(self, genes: Sequence[float]) -> list[dict[str, Any]]:
         if len(genes) != self.size:
             raise ValueError(f"expected {self.size} genes, got {len(genes)}")
-        recipe = copy.deepcopy(self.template)
+        documents = copy.deepcopy(self.documents)
+        searched_methods: set[int] = set()
         position = 0
-        for gene in self.genes:
+        for index, gene in enumerate(self.genes):
             values = [gene.value(g) for g in genes[position : position + gene.layer_groups]]
             position += gene.layer_groups
+            number = self._document_index(index, gene)
             if gene.parameter == METHOD_GENE:
-                recipe[METHOD_GENE] = values[0]
+                documents[number][METHOD_GENE] = values[0]
+                searched_methods.add(number)
                 continue
             setting = values[0] if gene.layer_groups == 1 else values
-            _parameters_of(recipe, gene.model)[gene.parameter] = setting
-        if any(gene.parameter == METHOD_GENE for gene in self.genes):
-            _keep_parameters_of_method(recipe)
-        return parse_recipe(recipe, "decoded genome")
+            _parameters_of(documents[number], gene.model)[gene.parameter] = setting
+        for number in searched_methods:
+            _keep_parameters_of_method(documents[number])
+        return documents
 
     def encode(self, recipe: Recipe) -> list[float]:
         """Genes of a recipe whose searched parameters are plain numbers or gradients of the right length."""
+        if isinstance(self.template, list):
+            raise RecipeError("encode takes the recipe of a one-document genome")
         data = recipe.canonical_dict()
         genes: list[float] = []
         for gene in self.genes:

@@ -140,13 +140,14 @@ def merge_inputs(
     return merged
 
 
-def verify_finite(plan: MergePlan) -> None:
+def verify_finite(plan: MergePlan, skip: frozenset[str] = frozenset()) -> None:
     """Refuse parents holding NaN or infinity before anything is computed (`--check-finite`): a merge would
-    spread them silently into the child."""
+    spread them silently into the child. Models in `skip` are not read (results of earlier merges of a
+    multi-document recipe, not computed yet)."""
     seen: set[tuple[str, str]] = set()
     for job in plan.jobs:
         for item in job.inputs:
-            if (item.model, item.tensor) in seen:
+            if (item.model, item.tensor) in seen or item.model in skip:
                 continue
             seen.add((item.model, item.tensor))
             source = plan.sources[item.model]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -195,6 +194,8 @@ class Recipe(BaseModel):
     """A mergekit `MergeConfiguration`. Either `models` or `slices`, never both."""
 
     model_config = ConfigDict(extra="forbid")
+    name: str | None = None
+    """A document's name in a multi-document recipe (mergekit-multi): later documents use it as a model."""
     merge_method: str
     models: list[InputModel] | None = None
     slices: list[OutputSlice] | None = None
@@ -205,7 +206,6 @@ class Recipe(BaseModel):
     tokenizer_source: str | None = None
     tokenizer: TokenizerConfig | None = None
     chat_template: str | None = None
-    name: str | None = None
 
     @field_validator("dtype", "out_dtype")
     @classmethod
@@ -302,16 +302,3 @@ def parse_recipe(data: Any, source: str = "<recipe>") -> Recipe:
     if problems:
         raise RecipeError("\n".join(f"{source}: {key}: {problem}" for key, problem in problems))
     return recipe
-
-
-def load_recipe(path: Path | str) -> Recipe:
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as error:
-        raise RecipeError(f"{path}: cannot read recipe: {error.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise RecipeError(f"{path}: not valid YAML: {error}") from None
-    return parse_recipe(data, str(path))

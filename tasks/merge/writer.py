@@ -149,9 +149,15 @@ class TensorSink:
     one tensor overlap merging the next (the kernel and hashlib release the GIL)."""
 
     def __init__(
-        self, directory: Path, shards: list[Shard], on_tensor: ProgressCallback | None, hash_tensors: bool = True
+        self,
+        directory: Path,
+        shards: list[Shard],
+        on_tensor: ProgressCallback | None,
+        hash_tensors: bool = True,
+        durable: bool = True,
     ) -> None:
         self.hash_tensors = hash_tensors
+        self.durable = durable
         self.places = {entry.name: (index, entry) for index, shard in enumerate(shards) for entry in shard.entries}
         self.descriptors: list[int] = []
         for shard in shards:
@@ -197,13 +203,14 @@ class TensorSink:
             self.on_tensor(name, len(data))
 
     def finish(self) -> str | None:
-        """Wait for every queued tensor, fsync the shards, and return the tensors' sha256 (if hashed)."""
+        """Wait for every queued tensor, fsync the shards (when durable), and return the tensors' sha256 (if
+        hashed)."""
         self.queue.put(None)
         self.thread.join()
         try:
             if self.error is not None:
                 raise self.error
-            for descriptor in self.descriptors:
+            for descriptor in self.descriptors if self.durable else []:
                 os.fsync(descriptor)
         finally:
             self.close()
@@ -232,19 +239,20 @@ def _tokenizer_donor(plan: MergePlan) -> str:
     return plan.reference_model
 
 
-def _model_card(plan: MergePlan) -> str:
+def _model_card(plan: MergePlan, recipe_text: str) -> str:
     parents = "\n".join(f"- `{name}`" for name in plan.sources)
     return (
         f"---\nlibrary_name: transformers\ntags:\n- merge\n- evomerge\n---\n# Merged model\n\n"
         f"Made with [evomerge](https://pypi.org/project/evomerge/) using `{plan.method.name}` from:\n\n"
-        f"{parents}\n\n## Recipe\n\n```yaml\n{plan.recipe.to_yaml()}```\n"
+        f"{parents}\n\n## Recipe\n\n```yaml\n{recipe_text}```\n"
     )
 
 
-def _copy_auxiliary_files(plan: MergePlan, directory: Path) -> None:
+def copy_auxiliary_files(plan: MergePlan, directory: Path, recipe_text: str | None = None) -> None:
     """config.json, the tokenizer, generation config, recipe and model card. The tokenizer is the one the
     plan built (saved with transformers), else the donor's files copied as they are; with a `chat_template`
-    the donor's tokenizer is loaded, given the template and saved (as mergekit re-serialises it)."""
+    the donor's tokenizer is loaded, given the template and saved (as mergekit re-serialises it).
+    `recipe_text` is what rebuilds the model, when more than the plan's own recipe (a multi-document file)."""
     (directory / "config.json").write_text(json.dumps(plan.output_config(), indent=2))
     tokenizer = plan.vocabulary.tokenizer if plan.vocabulary is not None else None
     donor = plan.sources[_tokenizer_donor(plan)].path
@@ -263,8 +271,9 @@ def _copy_auxiliary_files(plan: MergePlan, directory: Path) -> None:
     generation = plan.sources[plan.reference_model].path / "generation_config.json"
     if generation.exists():
         shutil.copyfile(generation, directory / "generation_config.json")
-    (directory / RECIPE_FILE).write_text(plan.recipe.to_yaml())
-    (directory / "README.md").write_text(_model_card(plan))
+    recipe_text = recipe_text or plan.recipe.to_yaml()
+    (directory / RECIPE_FILE).write_text(recipe_text)
+    (directory / "README.md").write_text(_model_card(plan, recipe_text))
 
 
 def partial_dir(out_dir: Path) -> Path:
@@ -290,6 +299,7 @@ def _merge_into(
     device: str,
     on_tensor: ProgressCallback | None,
     hash_tensors: bool,
+    durable: bool,
 ) -> str | None:
     """Merge on this thread while a writer thread writes and hashes. Elementwise methods merge on one core
     (their cache-sized blocks gain little from a second) and leave the other to the writer."""
@@ -297,7 +307,7 @@ def _merge_into(
     threads = torch.get_num_threads()
     if plan.method.elementwise and device == "cpu":
         torch.set_num_threads(1)
-    sink = TensorSink(work, shards, on_tensor, hash_tensors)
+    sink = TensorSink(work, shards, on_tensor, hash_tensors, durable)
     # two output buffers: one being merged into while the writer still holds the other
     free: queue.Queue[OutputBuffer] = queue.Queue()
     for _ in range(2):
@@ -335,21 +345,53 @@ def write_model(
     _tokenizer_donor(plan)
     if plan.check_finite:
         verify_finite(plan)
+    work = fresh_partial_dir(out_dir)
+    digest = write_files(
+        plan, work, shard_bytes=shard_bytes, device=device, on_tensor=on_tensor, hash_tensors=hash_tensors
+    )
+    publish(work, out_dir)
+    return digest
+
+
+def fresh_partial_dir(out_dir: Path) -> Path:
+    """`<out>.partial`, emptied of what an earlier, interrupted run left there."""
     work = partial_dir(out_dir)
     if work.exists():
         shutil.rmtree(work)
+    return work
+
+
+def write_files(
+    plan: MergePlan,
+    directory: Path,
+    *,
+    shard_bytes: int = DEFAULT_SHARD_BYTES,
+    device: str = "cpu",
+    on_tensor: ProgressCallback | None = None,
+    hash_tensors: bool = True,
+    durable: bool = True,
+    recipe_text: str | None = None,
+) -> str | None:
+    """Merge `plan` into the model files of `directory` (created here; nothing renamed). `durable` fsyncs
+    every file and the directory; a scratch model that lives only as long as the run needs no fsync."""
     metadata = {"format": "pt", "evomerge_recipe_sha256": plan.recipe.sha256()}
     shards = plan_shards(plan.jobs, shard_bytes, metadata)
-    _check_free_space(work, sum(shard.size for shard in shards))
-    work.mkdir(parents=True)
-    digest = _merge_into(plan, work, shards, device, on_tensor, hash_tensors)
-    write_shard_index(work, shards)
-    _copy_auxiliary_files(plan, work)
-    written = {shard.file_name for shard in shards}  # the writer fsynced these already
-    for path in work.iterdir():
-        if path.name not in written:
-            _fsync_file(path)
-    fsync_dir(work)
+    _check_free_space(directory, sum(shard.size for shard in shards))
+    directory.mkdir(parents=True, exist_ok=True)
+    digest = _merge_into(plan, directory, shards, device, on_tensor, hash_tensors, durable)
+    write_shard_index(directory, shards)
+    copy_auxiliary_files(plan, directory, recipe_text)
+    if durable:
+        written = {shard.file_name for shard in shards}  # the writer fsynced these already
+        for path in directory.iterdir():
+            if path.is_file() and path.name not in written:
+                _fsync_file(path)
+        fsync_dir(directory)
+    return digest
+
+
+def publish(work: Path, out_dir: Path) -> None:
+    """Rename the finished `work` directory to `out_dir` (replacing an old one), durably."""
     if out_dir.exists():
         replaced = out_dir.with_name(out_dir.name + f".replaced-{os.getpid()}")
         out_dir.rename(replaced)
@@ -358,7 +400,6 @@ def write_model(
     else:
         work.rename(out_dir)
     fsync_dir(out_dir.parent)
-    return digest
 
 
 def model_dir_sha256(model_dir: Path) -> str:

@@ -51,7 +51,7 @@ def uninterrupted_sha256(medium_recipe: Path) -> str:
     """The merged tensors' hash of the same recipe merged in one go, in this process."""
     from tasks.merge.engine import iter_merged_tensors
     from tasks.merge.plan import plan_merge
-    from tasks.merge.recipe import load_recipe
+    from tasks.merge.recipe_set import load_recipe
 
     recipe = load_recipe(medium_recipe)
     plan = plan_merge(recipe, {name: Path(name) for name in recipe.model_names()})

@@ -3,7 +3,7 @@
     .venv/bin/python tests/parity/evomerge_driver.py JOBS.json RESULTS.json
 
 Each job invokes the real CLI entry point (`flows.cli:app`, what `.venv/bin/evomerge` runs) with
-`merge RECIPE OUT --force --quiet` through typer's CliRunner, so imports are paid once. test_parity.py
+`merge RECIPE OUT --force --quiet [ARGS]` through typer's CliRunner, so imports are paid once. test_parity.py
 checks one recipe against a separate `evomerge merge` process. RESULTS.json as for mergekit_driver.py.
 """
 
@@ -28,7 +28,7 @@ def main(jobs_path: str, results_path: str) -> None:
     results = {}
     for job in jobs:
         start = time.perf_counter()
-        result = runner.invoke(app, ["merge", job["recipe"], job["out"], "--force", "--quiet"])
+        result = runner.invoke(app, ["merge", job["recipe"], job["out"], "--force", "--quiet", *job.get("args", [])])
         ok = result.exit_code == 0
         error = None
         if not ok:

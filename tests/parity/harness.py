@@ -30,7 +30,7 @@ ROOT = PARITY_DIR.parents[1]
 sys.path.insert(0, str(PARITY_DIR))
 
 from models import LAYOUTS, build_all, source_sha256  # noqa: E402
-from recipes import RECIPES, TIED_CUTOFF_METHODS, RecipeSpec, ctx_for, method_of  # noqa: E402
+from recipes import MULTI, RECIPES, TIED_CUTOFF_METHODS, RecipeSpec, ctx_for, method_of  # noqa: E402
 
 MERGEKIT_VENV = Path(os.environ.get("EVOMERGE_MERGEKIT_VENV", ROOT / ".venv-mergekit"))
 MERGEKIT_PYTHON = MERGEKIT_VENV / "bin" / "python"
@@ -94,16 +94,17 @@ def all_case_ids() -> list[tuple[str, str]]:
 
 
 def evomerge_methods() -> set[str]:
-    """Method names evomerge registers right now (importing its methods package fills the registry)."""
+    """Method names evomerge registers right now (importing its methods package fills the registry), and
+    `multi`: multi-document recipes."""
     sys.path.insert(0, str(ROOT))
     from tasks.merge import methods  # noqa: F401
     from tasks.merge.registry import METHODS
 
-    return set(METHODS)
+    return {*METHODS, MULTI}
 
 
-def _dump_recipe(recipe: dict[str, Any]) -> str:
-    return yaml.safe_dump(recipe, sort_keys=False, default_flow_style=None)
+def _dump_recipe(documents: list[dict[str, Any]]) -> str:
+    return "---\n".join(yaml.safe_dump(recipe, sort_keys=False, default_flow_style=None) for recipe in documents)
 
 
 def _run_driver(python: Path, driver: str, jobs: list[dict[str, Any]], work: Path, side: str) -> dict[str, Any]:
@@ -155,15 +156,15 @@ def run_parity(work: Path, only: list[str] | None = None) -> ParityRun:
     ev_jobs: list[dict[str, Any]] = []
     for layout, recipe_id in all_case_ids():
         spec = RECIPES[recipe_id]
-        if method_of(recipe_id) not in implemented:
+        ctx = ctx_for(layout, models[layout], LAYOUTS[layout].num_layers)
+        if not spec.methods(ctx) <= implemented:
             continue
         if only and not any(part in case_id(layout, recipe_id) for part in only):
             continue
         slug = f"{layout}__{recipe_id.replace('/', '__')}"
-        ctx = ctx_for(layout, models[layout], LAYOUTS[layout].num_layers)
-        recipe = spec.build(ctx)
-        assert recipe["merge_method"] == method_of(recipe_id), recipe_id
-        text = _dump_recipe(recipe)
+        assert spec.method(ctx) == method_of(recipe_id), recipe_id
+        documents = spec.documents(ctx)
+        text = _dump_recipe(documents)
         recipe_path = work / "recipes" / f"{slug}.yaml"
         recipe_path.parent.mkdir(parents=True, exist_ok=True)
         recipe_path.write_text(text)
@@ -184,11 +185,14 @@ def run_parity(work: Path, only: list[str] | None = None) -> ParityRun:
                     "out": str(case.mk_out),
                     "copy_tokenizer": LAYOUTS[layout].tokenizer,
                     "random_seed": spec.random_seed,
+                    "multi": len(documents) > 1,
                     "stamp": str(stamp),
                     "digest": digest,
                 }
             )
-        ev_jobs.append({"id": case.id, "recipe": str(recipe_path), "out": str(case.ev_out)})
+        ev_jobs.append(
+            {"id": case.id, "recipe": str(recipe_path), "out": str(case.ev_out), "args": list(spec.evomerge_args)}
+        )
 
     (work / "mergekit").mkdir(exist_ok=True)
     for job in mk_jobs:
@@ -489,12 +493,12 @@ def _donor_dtypes(case: Case) -> set[Any]:
     dtype/out_dtype) mergekit copies the config of `referenced_models()[0]`, and referenced_models() is
     `list(set(...))` (config.py), i.e. an arbitrary, PYTHONHASHSEED-dependent parent; evomerge takes the
     first listed. Any parent's dtype is then acceptable; with a base_model only mergekit's is."""
-    recipe = yaml.safe_load(case.recipe_path.read_text())
+    recipe = list(yaml.safe_load_all(case.recipe_path.read_text()))[-1]  # a multi-document case: its output
     if recipe.get("base_model") or recipe.get("dtype") or recipe.get("out_dtype"):
         return set()
     parents = [m["model"] for m in recipe.get("models") or []]
     parents += [src["model"] for s in recipe.get("slices") or [] for src in s["sources"]]
-    return {config_dtype(json.loads((Path(p) / "config.json").read_text())) for p in parents}
+    return {config_dtype(json.loads((Path(p) / "config.json").read_text())) for p in parents if Path(p).is_dir()}
 
 
 def compare_configs(case: Case) -> list[str]:

@@ -2,10 +2,11 @@
 
     .venv-mergekit/bin/python tests/parity/mergekit_driver.py JOBS.json RESULTS.json
 
-JOBS.json: a list of {"id", "recipe", "out", "copy_tokenizer", "random_seed"}. Each job does exactly what
+JOBS.json: a list of {"id", "recipe", "out", "copy_tokenizer", "random_seed", "multi"}. Each job does exactly what
 `mergekit-yaml RECIPE OUT [--no-copy-tokenizer] [--random-seed N] --quiet` does (mergekit/scripts/run_yaml.py:
 parse the YAML text, MergeOptions from the flags, run_merge with the original text as config_source), so
-the per-process import cost (~5 s) is paid once. test_parity.py checks one recipe against the real CLI.
+the per-process import cost (~5 s) is paid once. A "multi" job is a multi-document recipe, run as
+`mergekit-multi` runs it. test_parity.py checks one recipe against the real CLI.
 RESULTS.json: {id: {"ok": bool, "error": str | null, "seconds": float}}.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 import traceback
@@ -34,8 +36,30 @@ def run_job(job: dict) -> None:
         quiet=True,
     )
     options.apply_global_options()
+    if job.get("multi"):
+        run_multi_job(config_source, job["out"], options)
+        return
     config = MergeConfiguration.model_validate(yaml.safe_load(config_source))
     run_merge(config, job["out"], options=options, config_source=config_source)
+
+
+def run_multi_job(config_source: str, out: str, options: MergeOptions) -> None:
+    """What `mergekit-multi RECIPE --intermediate-dir OUT.intermediates --out-path OUT --no-lazy` does
+    (mergekit/scripts/multimerge.py). Without an unnamed document, the last document's result is the output."""
+    from mergekit.graph import Executor
+    from mergekit.scripts.multimerge import load_config, make_tasks
+
+    intermediate_dir = out + ".intermediates"
+    shutil.rmtree(intermediate_dir, ignore_errors=True)
+    os.makedirs(intermediate_dir)
+    configs, dependencies = load_config(config_source, intermediate_dir)
+    final = None in configs
+    tasks = make_tasks(configs, dependencies, options, intermediate_dir, out if final else None, lazy=False)
+    Executor(tasks, math_device="cpu", storage_device="cpu").execute()
+    if not final:
+        last = [doc for doc in yaml.safe_load_all(config_source) if doc][-1]["name"]
+        shutil.copytree(os.path.join(intermediate_dir, last), out)
+    shutil.rmtree(intermediate_dir)
 
 
 def main(jobs_path: str, results_path: str) -> None:

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 Recipe = dict[str, Any]
+"""One recipe; a template may also return a list of them: a multi-document recipe, run by `mergekit-multi`
+and `evomerge merge` alike, whose output (the unnamed document, else the last) is compared."""
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,7 @@ class Ctx:
 
 @dataclass(frozen=True)
 class RecipeSpec:
-    build: Callable[[Ctx], Recipe]
+    build: Callable[[Ctx], Recipe | list[Recipe]]
     exact: bool = True
     random_seed: int | None = None
     layouts: tuple[str, ...] | None = None  # None: every layout
@@ -47,9 +49,24 @@ class RecipeSpec:
     mergekit_broken: dict[str, str] = field(default_factory=dict)
     # both tools must refuse this recipe; evomerge's message must contain this text
     refused_with: str | None = None
+    # extra `evomerge merge` flags for this case (e.g. where a multi-document recipe keeps its intermediates)
+    evomerge_args: tuple[str, ...] = ()
+
+    def documents(self, ctx: Ctx) -> list[Recipe]:
+        built = self.build(ctx)
+        return built if isinstance(built, list) else [built]
 
     def method(self, ctx: Ctx) -> str:
-        return str(self.build(ctx)["merge_method"])
+        documents = self.documents(ctx)
+        return MULTI if len(documents) > 1 else str(documents[0]["merge_method"])
+
+    def methods(self, ctx: Ctx) -> set[str]:
+        """Every merge method the case runs (all of them must be registered for it to run)."""
+        return {str(document["merge_method"]) for document in self.documents(ctx)}
+
+
+MULTI = "multi"
+"""The recipe id prefix of multi-document cases."""
 
 
 # Conditional settings reused below: per-layer gradients, `filter:` branches, and a filter-less default.
@@ -595,6 +612,121 @@ def ramplus_dtype_bf16(x: Ctx) -> Recipe:
     return recipe
 
 
+# multi-document recipes (mergekit-multi): later documents use earlier ones' names as models
+def multi_docs_example(x: Ctx) -> list[Recipe]:
+    # mergekit's docs/multimerge.md example, on the layout's parents (dare_ties at density 1: deterministic)
+    return [
+        {
+            "name": "first-merge",
+            "merge_method": "linear",
+            "models": _models(x, (x.a, None), (x.b, None)),
+            "parameters": {"weight": 0.5},
+        },
+        {
+            "name": "second-merge",
+            "merge_method": "slerp",
+            "base_model": "first-merge",
+            "models": _models(x, (x.c, None)),
+            "parameters": {"t": 0.5},
+        },
+        {
+            "merge_method": "dare_ties",
+            "base_model": x.base,
+            "models": _models(
+                x, ("second-merge", {"density": 1.0, "weight": 0.5}), (x.a, {"density": 1.0, "weight": 0.5})
+            ),
+        },
+    ]
+
+
+def multi_all_named(x: Ctx) -> list[Recipe]:
+    # no unnamed document: the last is the output; `unused` is read by nobody (mergekit merges it anyway)
+    return [
+        {
+            "name": "pair",
+            "merge_method": "nuslerp",
+            "base_model": x.base,
+            "models": _models(x, (x.a, {"weight": 0.6}), (x.b, {"weight": [0.3, 0.7]})),
+            "dtype": "bfloat16",
+        },
+        {"name": "unused", "merge_method": "linear", "models": _models(x, (x.b, {"weight": 1.0}))},
+        {
+            "name": "stock",
+            "merge_method": "model_stock",
+            "base_model": x.base,
+            "models": _models(x, (x.base, None), ("pair", None), (x.c, None)),
+        },
+    ]
+
+
+def multi_diamond(x: Ctx) -> list[Recipe]:
+    # `mix` is read twice (by `spherical` and by the output): kept until its last reader is merged
+    return [
+        {
+            "name": "mix",
+            "merge_method": "task_arithmetic",
+            "base_model": x.base,
+            "models": _models(x, (x.a, {"weight": 0.7}), (x.b, {"weight": 0.4})),
+        },
+        {
+            "name": "spherical",
+            "merge_method": "slerp",
+            "base_model": "mix",
+            "models": _models(x, (x.c, None)),
+            "parameters": {"t": [0.2, 0.8]},
+        },
+        {
+            "merge_method": "linear",
+            "models": _models(x, ("mix", {"weight": 0.3}), ("spherical", {"weight": 0.7})),
+            "out_dtype": "bfloat16",
+        },
+    ]
+
+
+def multi_frankenmerge(x: Ctx) -> list[Recipe]:
+    # a weight-space merge, then a layer stack over it and the base: the output has more layers than either
+    return [
+        {
+            "name": "ta",
+            "merge_method": "ram",
+            "base_model": x.base,
+            "models": _models(x, (x.a, None), (x.b, None)),
+            "parameters": {"epsilon": 0.004},
+        },
+        {
+            "merge_method": "passthrough",
+            "slices": [
+                {"sources": [{"model": x.base, "layer_range": [0, 2]}]},
+                {"sources": [{"model": "ta", "layer_range": [1, x.layers]}]},
+            ],
+        },
+    ]
+
+
+def multi_cycle(x: Ctx) -> list[Recipe]:
+    return [
+        {
+            "name": "one",
+            "merge_method": "linear",
+            "models": _models(x, ("two", {"weight": 1.0}), (x.a, {"weight": 1.0})),
+        },
+        {
+            "name": "two",
+            "merge_method": "linear",
+            "models": _models(x, ("one", {"weight": 1.0}), (x.b, {"weight": 1.0})),
+        },
+        {"merge_method": "linear", "models": _models(x, ("two", {"weight": 1.0}))},
+    ]
+
+
+def multi_duplicate_name(x: Ctx) -> list[Recipe]:
+    return [
+        {"name": "same", "merge_method": "linear", "models": _models(x, (x.a, {"weight": 1.0}))},
+        {"name": "same", "merge_method": "linear", "models": _models(x, (x.b, {"weight": 1.0}))},
+        {"merge_method": "linear", "models": _models(x, ("same", {"weight": 1.0}))},
+    ]
+
+
 QWEN2_LAYER_TYPES = (
     "mergekit 0.1.5 sets num_hidden_layers on the loaded Qwen2Config (merge.py::_model_out_config -> "
     "set_config_value) without resizing `layer_types`; transformers 5.x validates the config and raises "
@@ -668,6 +800,15 @@ RECIPES: dict[str, RecipeSpec] = {
     "ramplus_tl/default": RecipeSpec(ramplus_default),
     "ramplus_tl/tuned": RecipeSpec(ramplus_tuned),
     "ramplus_tl/dtype_bf16": RecipeSpec(ramplus_dtype_bf16),
+    # multi-document recipes, against mergekit-multi
+    "multi/docs_example": RecipeSpec(multi_docs_example),
+    "multi/docs_example_on_disk": RecipeSpec(multi_docs_example, evomerge_args=("--intermediates", "disk")),
+    "multi/all_named": RecipeSpec(multi_all_named),
+    "multi/diamond": RecipeSpec(multi_diamond),
+    "multi/diamond_on_disk": RecipeSpec(multi_diamond, evomerge_args=("--intermediates", "disk")),
+    "multi/frankenmerge": RecipeSpec(multi_frankenmerge, mergekit_broken={"qwen2": QWEN2_LAYER_TYPES}),
+    "multi/cycle": RecipeSpec(multi_cycle, layouts=("llama",), refused_with="read each other in a cycle"),
+    "multi/duplicate_name": RecipeSpec(multi_duplicate_name, layouts=("llama",), refused_with="are both named 'same'"),
 }
 
 

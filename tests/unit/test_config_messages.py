@@ -11,7 +11,8 @@ import yaml
 
 from genetics.search_config import load_search_config
 from tasks.errors import RecipeError
-from tasks.merge.recipe import load_recipe, parse_recipe
+from tasks.merge.recipe import parse_recipe
+from tasks.merge.recipe_set import load_recipe
 
 PYTHON_WORDS = re.compile(
     r"NoneType|\bdict\b|\bstr\b|\bint\b|\bfloat\b|\btuple\b|Tuple|List should|instance of|InputModel|"

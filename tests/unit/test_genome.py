@@ -278,3 +278,52 @@ def test_ram_methods_are_genome_choices_with_their_own_parameters(unit: float, m
 def test_a_ram_gene_out_of_range_is_refused() -> None:
     with pytest.raises(RecipeError, match=r"genes\.0\.low: alpha: -0\.5 is out of range \[0, inf\) \(merge_method "):
         GenomeSpec({**TEMPLATE, "merge_method": "ramplus_tl"}, (GeneSpec(parameter="alpha", low=-0.5, high=0.5),))
+
+
+MULTI_TEMPLATE = [
+    {
+        "name": "pair",
+        "merge_method": "task_arithmetic",
+        "base_model": "base",
+        "models": [{"model": "add"}, {"model": "sort"}],
+    },
+    {"merge_method": "slerp", "base_model": "base", "models": [{"model": "pair"}]},
+]
+MULTI_SPEC = GenomeSpec(
+    MULTI_TEMPLATE,
+    (
+        GeneSpec(parameter="weight", model="add", document="pair", low=0.0, high=1.5, layer_groups=2),
+        GeneSpec(parameter="weight", model="sort", document="pair", low=0.0, high=1.5),
+        GeneSpec(parameter="t", low=0.0, high=1.0),  # no document: the output one
+    ),
+)
+
+
+def test_a_multi_document_genome_decodes_into_a_mergekit_multi_file(tmp_path: Path) -> None:
+    from tasks.merge.recipe_set import load_recipe_set
+
+    recipe_set = MULTI_SPEC.decode_documents([0.0, 1.0, 0.5, 0.25])
+    pair, final = (document.recipe.canonical_dict() for document in recipe_set.documents)
+    assert [m["parameters"]["weight"] for m in pair["models"]] == [[0.0, 1.5], 0.75]
+    assert final["parameters"] == {"t": 0.25} and final["models"] == [{"model": "pair"}]
+    assert [d.name for d in recipe_set.order(recipe_set.output())] == ["pair", None]
+    assert MULTI_SPEC.names() == ["pair/weight/add/g0", "pair/weight/add/g1", "pair/weight/sort", "t"]
+    path = tmp_path / "candidate.yaml"
+    path.write_text(recipe_set.to_yaml())
+    assert load_recipe_set(path).sha256() == recipe_set.sha256()
+    with pytest.raises(RecipeError, match="decodes with decode_documents"):
+        MULTI_SPEC.decode([0.5] * 4)
+
+
+@pytest.mark.parametrize(
+    ("gene", "message"),
+    [
+        (GeneSpec(parameter="t", document="pear", low=0, high=1), r"genes\.0\.document: 'pear' is not a document"),
+        (GeneSpec(parameter="weight", model="add", low=0, high=1), r"genes\.0\.model: 'add' is not one of"),
+        (GeneSpec(parameter="t", document="pair", low=0, high=1), r"'t' is not a parameter of merge_method task_ari"),
+        (GeneSpec(parameter="t", low=0, high=2), r"genes\.0\.high: t: 2\.0 is out of range \[0, 1\] \(merge_method sl"),
+    ],
+)
+def test_multi_document_genes_are_checked_against_their_own_document(gene: GeneSpec, message: str) -> None:
+    with pytest.raises(RecipeError, match=message):
+        GenomeSpec(MULTI_TEMPLATE, (gene,))

@@ -8,7 +8,8 @@ import pytest
 
 from tasks.errors import ModelMismatchError, RecipeError
 from tasks.merge.plan import plan_merge
-from tasks.merge.recipe import load_recipe, parse_recipe
+from tasks.merge.recipe import parse_recipe
+from tasks.merge.recipe_set import load_recipe
 
 
 def write(tmp_path: Path, text: str) -> Path:
