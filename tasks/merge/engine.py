@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import math
+import queue
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -61,17 +62,24 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 
 
-class OutputBuffer:
-    """Grow-only memory for a job's result when the engine assembles it block by block: reused job after
-    job, so merging touches no fresh pages (a first touch costs ~10x a reused buffer)."""
+class BlockPool:
+    """A few reusable buffers of one block each: an elementwise merge fills one while the writer writes
+    another, so a tensor of any size costs a few blocks of memory, never its size (and the buffers are
+    touched once, not faulted in afresh per tensor). `take` waits while every buffer is with the writer."""
 
-    def __init__(self) -> None:
-        self._memory = torch.empty(0, dtype=torch.uint8)
+    def __init__(self, count: int = 4, entries: int = BLOCK_ELEMENTS) -> None:
+        self.entries = entries
+        self._free: queue.Queue[torch.Tensor] = queue.Queue()
+        for _ in range(count):
+            self._free.put(torch.empty(entries * 8, dtype=torch.uint8))
 
-    def for_job(self, job: TensorJob) -> torch.Tensor:
-        if self._memory.numel() < job.nbytes:
-            self._memory = torch.empty(job.nbytes, dtype=torch.uint8)
-        return self._memory[: job.nbytes].view(job.dtype).view(job.shape)
+    def take(self, dtype: torch.dtype, numel: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(buffer, a view of it holding `numel` entries of `dtype`); hand the buffer back with `give`."""
+        buffer = self._free.get()
+        return buffer, buffer[: numel * dtype.itemsize].view(dtype)
+
+    def give(self, buffer: torch.Tensor) -> None:
+        self._free.put(buffer)
 
 
 def read_inputs(plan: MergePlan, job: TensorJob) -> list[torch.Tensor]:
@@ -116,28 +124,52 @@ def apply_method(plan: MergePlan, job: TensorJob, inputs: list[torch.Tensor], de
     return result.to(job.dtype)
 
 
-def merge_job(plan: MergePlan, job: TensorJob, device: str = "cpu", output: OutputBuffer | None = None) -> torch.Tensor:
-    """The merged value of one output tensor, on the CPU, in the job's dtype. It may live in `output` (valid
-    until that is reused) or be a view of an input."""
+def merge_job(plan: MergePlan, job: TensorJob, device: str = "cpu") -> torch.Tensor:
+    """The merged value of one output tensor, on the CPU, in the job's dtype. It may be a view of an input."""
     inputs = read_inputs(plan, job)
     if job.row_map is not None:  # parents with other vocabularies: their rows in the output's token order
         inputs = job.row_map.apply([item.model for item in job.inputs], inputs, plan.compute_dtype)
-    return merge_inputs(plan, job, inputs, device, output)
+    return merge_inputs(plan, job, inputs, device)
 
 
-def merge_inputs(
-    plan: MergePlan, job: TensorJob, inputs: list[torch.Tensor], device: str = "cpu", output: OutputBuffer | None = None
-) -> torch.Tensor:
+def merge_inputs(plan: MergePlan, job: TensorJob, inputs: list[torch.Tensor], device: str = "cpu") -> torch.Tensor:
     """`merge_job` on inputs already read (and remapped): elementwise methods run block by block."""
     numel = math.prod(job.shape)
-    if not (plan.method.elementwise and device == "cpu" and numel > BLOCK_ELEMENTS):
+    if not _in_blocks(plan, job, device):
         return apply_method(plan, job, inputs, device).to("cpu").contiguous()
-    merged = output.for_job(job) if output is not None else torch.empty(job.shape, dtype=job.dtype)
+    merged = torch.empty(job.shape, dtype=job.dtype)
     flat_out = merged.view(-1)
     flat_in = [tensor.reshape(-1) for tensor in inputs]
     for start, stop in spans(numel, BLOCK_ELEMENTS):
         flat_out[start:stop] = apply_method(plan, job, [tensor[start:stop] for tensor in flat_in], device)
     return merged
+
+
+def _in_blocks(plan: MergePlan, job: TensorJob, device: str) -> bool:
+    return plan.method.elementwise and device == "cpu" and math.prod(job.shape) > BLOCK_ELEMENTS
+
+
+MergedPiece = tuple[int, torch.Tensor, torch.Tensor | None]
+"""(first entry, the merged entries from there on, the pool buffer holding them or None)."""
+
+
+def merged_pieces(plan: MergePlan, job: TensorJob, pool: BlockPool, device: str = "cpu") -> Iterator[MergedPiece]:
+    """One output tensor as it is merged, in order, for a consumer that writes pieces (the disk writer): an
+    elementwise method on the CPU yields block after block, in `pool`'s buffers, and drops each block's
+    input pages once merged, so neither its inputs nor its result are ever resident whole; any other method
+    yields the whole tensor once. Each piece must be consumed before its buffer is given back."""
+    if not _in_blocks(plan, job, device) or job.row_map is not None:
+        yield 0, merge_job(plan, job, device), None
+        return
+    inputs = read_inputs(plan, job)
+    flat_in = [tensor.reshape(-1) for tensor in inputs]
+    for start, stop in spans(math.prod(job.shape), pool.entries):
+        buffer, piece = pool.take(job.dtype, stop - start)
+        piece.copy_(apply_method(plan, job, [tensor[start:stop] for tensor in flat_in], device))
+        for item, tensor in zip(job.inputs, inputs, strict=True):
+            size = tensor.dtype.itemsize
+            plan.sources[item.model].release_range(item.tensor, start * size, stop * size)
+        yield start, piece, buffer
 
 
 def verify_finite(plan: MergePlan, skip: frozenset[str] = frozenset()) -> None:
@@ -169,9 +201,14 @@ def tensor_bytes(tensor: torch.Tensor) -> memoryview:
     return memoryview(tensor.reshape(-1).view(torch.uint8).numpy())
 
 
+def tensor_hasher(name: str, dtype: torch.dtype, shape: tuple[int, ...]) -> hashlib._Hash:
+    """The running hash of one tensor: its name, dtype and shape, then its bytes (fed whole or in order)."""
+    return hashlib.sha256(f"{name}|{dtype}|{tuple(shape)}|".encode())
+
+
 def tensor_sha256(name: str, tensor: torch.Tensor) -> str:
     tensor = tensor.detach().to("cpu").contiguous()
-    digest = hashlib.sha256(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+    digest = tensor_hasher(name, tensor.dtype, tuple(tensor.shape))
     if tensor.numel():
         digest.update(tensor_bytes(tensor))
     return digest.hexdigest()

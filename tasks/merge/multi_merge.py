@@ -89,6 +89,10 @@ class IntermediateSource(ModelSource):
         if self._files is not None:
             self._files.release(name)
 
+    def release_range(self, name: str, begin: int, stop: int) -> None:
+        if self._files is not None:
+            self._files.release_range(name, begin, stop)
+
     def drop(self) -> None:
         self._values.clear()
         self._files = None

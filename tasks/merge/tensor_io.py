@@ -185,6 +185,20 @@ class ModelSource:
         start = info.offset - info.offset % mmap.PAGESIZE
         mapping.madvise(mmap.MADV_DONTNEED, start, info.offset + info.nbytes - start)
 
+    def release_range(self, name: str, begin: int, stop: int) -> None:
+        """Drop the whole pages of tensor `name` between bytes `begin` and `stop` of its data (read in order,
+        up to `stop`, and done with): a streamed merge then keeps a block of each input, not the tensor."""
+        info = self.tensors.get(name)
+        mapping = self._handles.get(info.file) if info is not None else None
+        if self.resident or info is None or not isinstance(mapping, mmap.mmap) or not hasattr(mapping, "madvise"):
+            return
+        start = info.offset + begin
+        start -= start % mmap.PAGESIZE
+        end = info.offset + min(stop, info.nbytes)
+        end -= end % mmap.PAGESIZE
+        if end > start:
+            mapping.madvise(mmap.MADV_DONTNEED, start, end - start)
+
     def _mapping(self, file: Path) -> mmap.mmap:
         mapping = self._handles.get(file)
         if mapping is None:

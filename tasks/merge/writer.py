@@ -26,12 +26,12 @@ import torch
 
 from tasks.errors import EvomergeError, RecipeError
 from tasks.merge.engine import (
-    OutputBuffer,
+    BlockPool,
     combine_tensor_hashes,
-    merge_job,
+    merged_pieces,
     release_inputs,
     tensor_bytes,
-    tensor_sha256,
+    tensor_hasher,
     tensors_sha256,
     tune_allocator,
     verify_finite,
@@ -145,8 +145,8 @@ def write_shard_index(directory: Path, shards: list[Shard]) -> None:
 
 
 class TensorSink:
-    """Writes merged tensors into their planned place on a thread of its own, so that writing and hashing
-    one tensor overlap merging the next (the kernel and hashlib release the GIL)."""
+    """Writes merged tensors, whole or piece by piece, into their planned place on a thread of its own, so
+    that writing and hashing one piece overlap merging the next (the kernel and hashlib release the GIL)."""
 
     def __init__(
         self,
@@ -166,41 +166,56 @@ class TensorSink:
             _write_all(descriptor, memoryview(shard.header), 0)
         self.on_tensor = on_tensor
         self.hashes: dict[str, str] = {}
+        self._hashing: dict[str, Any] = {}
         self.error: BaseException | None = None
-        self.queue: queue.Queue[tuple[str, torch.Tensor, Callable[[], None]] | None] = queue.Queue()
+        self.queue: queue.Queue[tuple[str, int, torch.Tensor, Callable[[], None]] | None] = queue.Queue()
         self.thread = threading.Thread(target=self._run, name="evomerge-writer", daemon=True)
         self.thread.start()
 
-    def put(self, name: str, tensor: torch.Tensor, release: Callable[[], None]) -> None:
-        """Queue `tensor`; `release` is called once its bytes are written (its buffers may then be reused)."""
+    def put(self, name: str, tensor: torch.Tensor, release: Callable[[], None], start: int = 0) -> None:
+        """Queue `tensor`, the entries of output `name` from entry `start` on (the whole tensor by default);
+        pieces of one tensor come in order. `release` is called once its bytes are written (its buffers may
+        then be reused)."""
         if self.error is not None:
             raise self.error
-        self.queue.put((name, tensor, release))
+        self.queue.put((name, start, tensor, release))
 
     def _run(self) -> None:
         while (item := self.queue.get()) is not None:
-            name, tensor, release = item
+            name, start, tensor, release = item
             try:
                 if self.error is None:
-                    self._write(name, tensor)
+                    self._write(name, start, tensor)
             except BaseException as error:  # noqa: BLE001 - handed to the merging thread, which raises it
                 self.error = error
             finally:
                 release()
 
-    def _write(self, name: str, tensor: torch.Tensor) -> None:
+    def _write(self, name: str, start: int, tensor: torch.Tensor) -> None:
         index, entry = self.places[name]
-        if tensor.dtype != entry.dtype or tuple(tensor.shape) != entry.shape:
+        numel = math.prod(entry.shape)
+        whole = start == 0 and tensor.numel() == numel
+        if (
+            tensor.dtype != entry.dtype
+            or (whole and tuple(tensor.shape) != entry.shape)
+            or start + tensor.numel() > numel
+        ):
             raise EvomergeError(
                 f"internal error: {name} was planned as {entry.dtype} {list(entry.shape)}, merged as "
-                f"{tensor.dtype} {list(tensor.shape)}"
+                f"{tensor.dtype} {list(tensor.shape)} from entry {start}"
             )
         data = tensor_bytes(tensor) if tensor.numel() else memoryview(b"")
-        _write_all(self.descriptors[index], data, entry.offset)
+        _write_all(self.descriptors[index], data, entry.offset + start * entry.dtype.itemsize)
         if self.hash_tensors:
-            self.hashes[name] = tensor_sha256(name, tensor)
+            if start == 0:
+                self._hashing[name] = tensor_hasher(name, entry.dtype, entry.shape)
+            self._hashing[name].update(data)
+        if start + tensor.numel() < numel:
+            return
+        if self.hash_tensors:
+            self.hashes[name] = self._hashing.pop(name).hexdigest()
         if self.on_tensor is not None:
-            self.on_tensor(name, len(data))
+            self.on_tensor(name, entry.nbytes)
 
     def finish(self) -> str | None:
         """Wait for every queued tensor, fsync the shards (when durable), and return the tensors' sha256 (if
@@ -308,19 +323,27 @@ def _merge_into(
     if plan.method.elementwise and device == "cpu":
         torch.set_num_threads(1)
     sink = TensorSink(work, shards, on_tensor, hash_tensors, durable)
-    # two output buffers: one being merged into while the writer still holds the other
-    free: queue.Queue[OutputBuffer] = queue.Queue()
-    for _ in range(2):
-        free.put(OutputBuffer())
+    pool = BlockPool()
+    # whole results in flight: one being merged while the writer still holds the previous one
+    whole = threading.Semaphore(2)
 
-    def written(job: TensorJob, output: OutputBuffer) -> None:
-        release_inputs(plan, job)
-        free.put(output)
+    def written(job: TensorJob, buffer: torch.Tensor | None, last: bool) -> None:
+        if buffer is not None:
+            pool.give(buffer)
+        else:
+            whole.release()
+        if last:
+            release_inputs(plan, job)
 
     try:
         for job in plan.jobs:
-            output = free.get()
-            sink.put(job.output_name, merge_job(plan, job, device, output), partial(written, job, output))
+            numel = math.prod(job.shape)
+            whole.acquire()
+            for start, piece, buffer in merged_pieces(plan, job, pool, device):
+                if buffer is not None and start == 0:
+                    whole.release()  # streamed in pool buffers: no whole result
+                last = start + piece.numel() >= numel
+                sink.put(job.output_name, piece, partial(written, job, buffer, last), start)
         return sink.finish()
     finally:
         sink.close()
