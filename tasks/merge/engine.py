@@ -10,7 +10,7 @@ import ctypes
 import hashlib
 import math
 import queue
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
@@ -101,27 +101,54 @@ def tensor_seed(random_seed: int, tensor_name: str) -> int:
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
-def apply_method(plan: MergePlan, job: TensorJob, inputs: list[torch.Tensor], device: str = "cpu") -> torch.Tensor:
+def apply_method(
+    plan: MergePlan,
+    job: TensorJob,
+    inputs: list[torch.Tensor],
+    device: str = "cpu",
+    release: Callable[[int], None] | None = None,
+) -> torch.Tensor:
     """The method on `inputs` (base first when the job has one): cast to the recipe's dtype, promoted to a
-    common dtype, and the result cast to the job's output dtype."""
+    common dtype, and the result cast to the job's output dtype. With `release(i)` (drop input i's pages:
+    whole tensors read from mapped files), an input converted to another dtype or device is dropped as soon
+    as it is converted, and a method that declares `releases_inputs` is handed `release(tensor)` to drop an
+    input it is done with."""
     tensors = []
     for tensor in inputs:
-        tensor = tensor.to(device)
-        if plan.compute_dtype is not None and tensor.is_floating_point():
-            tensor = tensor.to(plan.compute_dtype)
-        tensors.append(tensor)
+        converted = tensor.to(device)
+        if plan.compute_dtype is not None and converted.is_floating_point():
+            converted = converted.to(plan.compute_dtype)
+        tensors.append(converted)
     common = tensors[0].dtype
     for tensor in tensors[1:]:
         common = torch.promote_types(common, tensor.dtype)
     tensors = [tensor.to(common) for tensor in tensors]
+    extra: dict[str, object] = {}
+    if release is not None:
+        for index, (original, converted) in enumerate(zip(inputs, tensors, strict=True)):
+            if converted is not original:
+                release(index)
+        if plan.method.releases_inputs:
+            positions = {id(tensor): index for index, tensor in enumerate(tensors)}
+            extra["release"] = lambda tensor: release(positions.pop(id(tensor), -1))
     base = tensors.pop(0) if job.base is not None else None
     per_model = {name: list(values) for name, values in job.per_model.items()}
-    extra: dict[str, torch.Generator] = {}
     if plan.method.stochastic:
         extra["generator"] = torch.Generator(device).manual_seed(tensor_seed(plan.random_seed, job.output_name))
     with torch.no_grad():
         result = plan.method.function(base, tensors, **per_model, **job.shared, **extra)
     return result.to(job.dtype)
+
+
+def input_release(plan: MergePlan, job: TensorJob) -> Callable[[int], None]:
+    """`release(i)`: drop the pages of the job's input i (base first; -1 is no input) from this process."""
+
+    def release(index: int) -> None:
+        if 0 <= index < len(job.inputs):
+            item = job.inputs[index]
+            plan.sources[item.model].release(item.tensor)
+
+    return release
 
 
 def merge_job(plan: MergePlan, job: TensorJob, device: str = "cpu") -> torch.Tensor:
@@ -136,7 +163,7 @@ def merge_inputs(plan: MergePlan, job: TensorJob, inputs: list[torch.Tensor], de
     """`merge_job` on inputs already read (and remapped): elementwise methods run block by block."""
     numel = math.prod(job.shape)
     if not _in_blocks(plan, job, device):
-        return apply_method(plan, job, inputs, device).to("cpu").contiguous()
+        return apply_method(plan, job, inputs, device, input_release(plan, job)).to("cpu").contiguous()
     merged = torch.empty(job.shape, dtype=job.dtype)
     flat_out = merged.view(-1)
     flat_in = [tensor.reshape(-1) for tensor in inputs]

@@ -74,6 +74,9 @@ class MergeMethod:
     elementwise: bool = False
     """Each output entry depends only on the same entry of the inputs (no norms, ranks or sums over the
     tensor): the engine may then run the method block by block, in cache-sized pieces."""
+    releases_inputs: bool = False
+    """The function takes `release`, and calls `release(tensor)` on an input (one of `models`, or `base`) it
+    no longer reads, so the engine can drop its pages before the method's own temporaries peak."""
 
     @property
     def needs_base(self) -> bool:
@@ -98,6 +101,7 @@ def merge_method(
     min_models: int = 1,
     stochastic: bool = False,
     elementwise: bool = False,
+    releases_inputs: bool = False,
     result_at_least: torch.dtype | None = None,
 ) -> Callable[[Callable[..., Tensor]], Callable[..., Tensor]]:
     """Register `function` under `name`. The function receives `base` (or None), `models` (the tensors to
@@ -119,6 +123,7 @@ def merge_method(
             stochastic=stochastic,
             result_at_least=result_at_least,
             elementwise=elementwise,
+            releases_inputs=releases_inputs,
         )
         return function
 

@@ -8,7 +8,7 @@ from functools import partial
 from torch import Tensor
 
 from tasks.merge.methods.sparsify import magnitude_outliers
-from tasks.merge.methods.task_vectors import generalized_task_arithmetic, gta_parameters
+from tasks.merge.methods.task_vectors import Release, generalized_task_arithmetic, gta_parameters
 from tasks.merge.registry import ParameterSpec, merge_method
 
 
@@ -23,6 +23,7 @@ def breadcrumbs(
     int8_mask: bool = False,
     *,
     consensus: bool,
+    release: Release | None = None,
     **options: float,
 ) -> Tensor:
     return generalized_task_arithmetic(
@@ -33,15 +34,16 @@ def breadcrumbs(
         consensus=consensus,
         normalize=normalize,
         scale=float(options.get("lambda", 1.0)),
+        release=release,
     )
 
 
 PARAMETERS = gta_parameters(
     normalize=False, rescale=False, extra=(ParameterSpec("gamma", "per_model", default=0.01, low=0.0, high=1.0),)
 )
-breadcrumbs_linear = merge_method("breadcrumbs", base="required", parameters=PARAMETERS)(
+breadcrumbs_linear = merge_method("breadcrumbs", base="required", releases_inputs=True, parameters=PARAMETERS)(
     partial(breadcrumbs, consensus=False)
 )
-breadcrumbs_ties = merge_method("breadcrumbs_ties", base="required", parameters=PARAMETERS)(
+breadcrumbs_ties = merge_method("breadcrumbs_ties", base="required", releases_inputs=True, parameters=PARAMETERS)(
     partial(breadcrumbs, consensus=True)
 )

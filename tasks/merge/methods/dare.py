@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from tasks.merge.methods.sparsify import bernoulli_prune
-from tasks.merge.methods.task_vectors import generalized_task_arithmetic, gta_parameters
+from tasks.merge.methods.task_vectors import Release, generalized_task_arithmetic, gta_parameters
 from tasks.merge.registry import merge_method
 
 
@@ -24,6 +24,7 @@ def dare(
     int8_mask: bool = False,
     *,
     consensus: bool,
+    release: Release | None = None,
     **options: float,
 ) -> Tensor:
     return generalized_task_arithmetic(
@@ -34,13 +35,14 @@ def dare(
         consensus=consensus,
         normalize=normalize,
         scale=float(options.get("lambda", 1.0)),
+        release=release,
     )
 
 
 PARAMETERS = gta_parameters(normalize=False, rescale=True)
-dare_ties = merge_method("dare_ties", base="required", stochastic=True, parameters=PARAMETERS)(
+dare_ties = merge_method("dare_ties", base="required", stochastic=True, releases_inputs=True, parameters=PARAMETERS)(
     partial(dare, consensus=True)
 )
-dare_linear = merge_method("dare_linear", base="required", stochastic=True, parameters=PARAMETERS)(
-    partial(dare, consensus=False)
-)
+dare_linear = merge_method(
+    "dare_linear", base="required", stochastic=True, releases_inputs=True, parameters=PARAMETERS
+)(partial(dare, consensus=False))

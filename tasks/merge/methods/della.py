@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from tasks.merge.methods.sparsify import della_prune
-from tasks.merge.methods.task_vectors import generalized_task_arithmetic, gta_parameters
+from tasks.merge.methods.task_vectors import Release, generalized_task_arithmetic, gta_parameters
 from tasks.merge.registry import ParameterSpec, merge_method
 
 EPSILON = (ParameterSpec("epsilon", "per_model", default=0.15, low=0.0, high=1.0),)
@@ -27,6 +27,7 @@ def della(
     int8_mask: bool = False,
     *,
     consensus: bool,
+    release: Release | None = None,
     **options: float,
 ) -> Tensor:
     return generalized_task_arithmetic(
@@ -37,11 +38,16 @@ def della(
         consensus=consensus,
         normalize=normalize,
         scale=float(options.get("lambda", 1.0)),
+        release=release,
     )
 
 
 della_ties = merge_method(
-    "della", base="required", stochastic=True, parameters=gta_parameters(normalize=True, rescale=True, extra=EPSILON)
+    "della",
+    base="required",
+    stochastic=True,
+    releases_inputs=True,
+    parameters=gta_parameters(normalize=True, rescale=True, extra=EPSILON),
 )(partial(della, consensus=True, normalize=True))
 della_linear = merge_method(
     "della_linear",

@@ -3,18 +3,27 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from tasks.merge.methods.blocks import block_size, spans
+from tasks.merge.methods.task_vectors import Release
 from tasks.merge.registry import ParameterSpec, merge_method
+
+BLOCK = 1 << 18
+"""Entries per block of the elementwise passes (the models' average and the final interpolation)."""
 
 
 @merge_method(
     "model_stock",
     base="required",
     min_models=2,
+    releases_inputs=True,
     parameters=(ParameterSpec("filter_wise", "global", default=False, kind=bool),),
 )
-def model_stock(base: Tensor, models: list[Tensor], filter_wise: bool = False) -> Tensor:
+def model_stock(
+    base: Tensor, models: list[Tensor], filter_wise: bool = False, release: Release | None = None
+) -> Tensor:
     """Model Stock (Jang et al. 2024): interpolate between the average of the fine-tuned models and the base
-    by a ratio derived from the angle between their task vectors (per row with `filter_wise`)."""
+    by a ratio derived from the angle between their task vectors (per row with `filter_wise`). mergekit's
+    operations in its order; the average is taken first, so each model is released once its offset is."""
     shape = base.shape
     if filter_wise:
         anchor = base.unsqueeze(0) if base.dim() == 1 else base
@@ -22,16 +31,33 @@ def model_stock(base: Tensor, models: list[Tensor], filter_wise: bool = False) -
     else:
         anchor = base.reshape(-1)
         others = [m.reshape(-1) for m in models]
-    offsets = [m - anchor for m in others]
+    count = len(others)
+    average = torch.empty_like(others[0])
+    for rows in _row_blocks(average):
+        average[rows] = sum(other[rows] for other in others) / count
+    offsets = []
+    for model, other in zip(models, others, strict=True):
+        offsets.append(other - anchor)
+        if release is not None:
+            release(model)
     cosines = []
     for i in range(len(offsets)):
         for j in range(i + 1, len(offsets)):
             dot = (offsets[i] * offsets[j]).sum(-1)
             norms = (torch.linalg.norm(offsets[i], dim=-1) * torch.linalg.norm(offsets[j], dim=-1)).clamp(min=1e-6)
             cosines.append((dot / norms).clamp(-1, 1))
+    del offsets
     cosine = torch.stack(cosines).mean(dim=0).unsqueeze(-1)
-    count = len(others)
     denominator = 1 + (count - 1) * cosine
     ratio = torch.where(denominator.abs() < 1e-6, torch.zeros_like(cosine), (count * cosine) / denominator)
-    average = sum(others) / count
-    return (ratio * average + (1 - ratio) * anchor).reshape(shape)
+    for rows in _row_blocks(average):  # the result overwrites the average
+        part_ratio = ratio if ratio.dim() < 2 or ratio.shape[0] == 1 else ratio[rows]
+        average[rows] = part_ratio * average[rows] + (1 - part_ratio) * anchor[rows]
+    return average.reshape(shape)
+
+
+def _row_blocks(tensor: Tensor) -> list[slice]:
+    """Slices of the first axis covering about a block of entries each (whole rows of a 2-D tensor)."""
+    per_row = tensor[0].numel() if tensor.dim() > 1 else 1
+    rows = max(1, block_size(tensor, BLOCK) // max(per_row, 1))
+    return [slice(start, stop) for start, stop in spans(tensor.shape[0], rows)]

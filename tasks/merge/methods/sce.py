@@ -3,8 +3,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from tasks.merge.methods.blocks import spans
-from tasks.merge.methods.task_vectors import sign_consensus
+from tasks.merge.methods.blocks import block_size, spans
+from tasks.merge.methods.task_vectors import Release, sign_consensus, task_vectors
 from tasks.merge.registry import ParameterSpec, merge_method
 
 VARIANCE_BLOCK = 1 << 15
@@ -35,30 +35,57 @@ def population_variance(stacked: Tensor) -> Tensor:
     return variance.view(stacked.shape[1:])
 
 
+BLOCK = 1 << 18
+"""Entries per block of the final, elementwise combination (sign election and weighted mean per entry)."""
+
+
 @merge_method(
     "sce",
     base="required",
+    releases_inputs=True,
     parameters=(
         ParameterSpec("select_topk", "global", default=1.0, low=0.0, high=1.0, low_open=True),
         ParameterSpec("int8_mask", "global", default=False, kind=bool),
     ),
 )
-def sce(base: Tensor, models: list[Tensor], select_topk: float = 1.0, int8_mask: bool = False) -> Tensor:
+def sce(
+    base: Tensor,
+    models: list[Tensor],
+    select_topk: float = 1.0,
+    int8_mask: bool = False,
+    release: Release | None = None,
+) -> Tensor:
     """Select, Calculate, Erase (Wan et al. 2024, FuseChat): keep the entries whose task vectors vary most
-    across models, weight each model by its task vector's mean square, and erase sign-conflicting entries."""
-    deltas = torch.stack([model - base for model in models], dim=0)
+    across models, weight each model by its task vector's mean square, and erase sign-conflicting entries.
+
+    mergekit's operations in its order. The selection is `torch.topk` over the whole variance, as in
+    mergekit, because which of the entries tied at the cut-off it keeps is its own (an unstable selection):
+    its workspace, 16 bytes per entry, is this method's peak. Everything after it is per entry and runs a
+    block at a time."""
+    count = len(models)
+    deltas = task_vectors(base, models, release)
     if select_topk < 1:
         variance = population_variance(deltas)
+        del deltas  # taken again after the selection, whose workspace is the peak: not beside it
         keep = int(torch.count_nonzero(variance) * select_topk)
         mask = torch.zeros_like(variance)
         if keep > 0:
-            _, top = torch.topk(variance.abs().reshape(-1), k=keep, largest=True)
+            top = torch.topk(variance.abs_().reshape(-1), k=keep, largest=True).indices
             mask.view(-1)[top] = 1
-        deltas = deltas * mask.unsqueeze(0)
-    erase = sign_consensus(deltas)
-    energy = torch.mean(deltas**2, dim=tuple(range(1, deltas.dim()))) if deltas.dim() > 1 else deltas**2
+            del top
+        del variance
+        deltas = task_vectors(base, models, release)
+        deltas.mul_(mask.unsqueeze(0))
+        del mask
+    energy = deltas.square().reshape(count, -1).mean(dim=1)
     total = energy.sum().item()
-    energy = torch.ones_like(energy) / len(models) if abs(total) < 1e-6 else energy / total
-    weights = energy.reshape((len(models),) + (1,) * (deltas.dim() - 1)) * erase
-    mixed = (deltas * weights).sum(dim=0) / weights.sum(dim=0).clamp(min=1e-6)
-    return base + mixed
+    energy = torch.ones_like(energy) / count if abs(total) < 1e-6 else energy / total
+    weights = energy.reshape(count, 1)
+    flat_deltas = deltas.reshape(count, -1)
+    flat_base = base.reshape(-1)
+    merged = torch.empty_like(flat_base)
+    for start, stop in spans(flat_base.numel(), block_size(base, BLOCK)):
+        part = flat_deltas[:, start:stop]
+        erased = weights * sign_consensus(part)
+        merged[start:stop] = flat_base[start:stop] + (part * erased).sum(dim=0) / erased.sum(dim=0).clamp(min=1e-6)
+    return merged.view(base.shape)

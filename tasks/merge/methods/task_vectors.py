@@ -17,13 +17,18 @@ from tasks.merge.registry import ParameterSpec
 
 Prune = Callable[[Tensor, int], Tensor]
 """Sparsifies the task vector of model `index` (its density and other settings are bound by the caller)."""
+Release = Callable[[Tensor], None]
+"""The engine's `release`: an input the method no longer reads (see MergeMethod.releases_inputs)."""
 
 
-def task_vectors(base: Tensor, models: list[Tensor]) -> Tensor:
-    """Stacked deltas `modelᵢ − base`, shape [n, *base.shape], in the base dtype."""
+def task_vectors(base: Tensor, models: list[Tensor], release: Release | None = None) -> Tensor:
+    """Stacked deltas `modelᵢ − base`, shape [n, *base.shape], in the base dtype; each model is `release`d
+    as soon as its delta is taken."""
     deltas = base.new_empty((len(models), *base.shape))
     for index, model in enumerate(models):
         torch.sub(model.to(base.dtype), base, out=deltas[index])
+        if release is not None:
+            release(model)
     return deltas
 
 
@@ -115,13 +120,15 @@ def generalized_task_arithmetic(
     consensus: bool,
     normalize: bool,
     scale: float,
+    release: Release | None = None,
 ) -> Tensor:
-    """Task vectors, each sparsified by `prune`, then combined (mergekit's generalized task arithmetic)."""
+    """Task vectors, each sparsified by `prune`, then combined (mergekit's generalized task arithmetic).
+    The models are `release`d once their task vectors are taken: pruning reads only those."""
     if not models:
         return base
     deltas = None
     if prune is not None:
-        deltas = task_vectors(base, models)
+        deltas = task_vectors(base, models, release)
         for index in range(len(models)):
             deltas[index] = prune(deltas[index], index)
     return combine_task_vectors(

@@ -3,11 +3,11 @@ from __future__ import annotations
 from torch import Tensor
 
 from tasks.merge.methods.sparsify import magnitude_prune
-from tasks.merge.methods.task_vectors import generalized_task_arithmetic, gta_parameters
+from tasks.merge.methods.task_vectors import Release, generalized_task_arithmetic, gta_parameters
 from tasks.merge.registry import merge_method
 
 
-@merge_method("ties", base="required", parameters=gta_parameters(normalize=True, rescale=False))
+@merge_method("ties", base="required", releases_inputs=True, parameters=gta_parameters(normalize=True, rescale=False))
 def ties(
     base: Tensor,
     models: list[Tensor],
@@ -16,6 +16,7 @@ def ties(
     normalize: bool = True,
     rescale: bool = False,
     int8_mask: bool = False,
+    release: Release | None = None,
     **options: float,
 ) -> Tensor:
     """Trim each task vector to its largest-magnitude entries, elect a sign per entry, and average only
@@ -29,4 +30,5 @@ def ties(
         consensus=True,
         normalize=normalize,
         scale=float(options.get("lambda", 1.0)),
+        release=release,
     )
