@@ -1,18 +1,41 @@
 """evomerge vs mergekit 0.1.5: wall time, CPU time and peak RSS of `evomerge merge` and `mergekit-yaml` on the
-same recipes over three seeded Llama checkpoints (~374M parameters each, bfloat16, ~748 MB), next to the I/O
-bound of each merge (reading every input byte from the page cache + writing and fsyncing the output bytes).
-Prints; asserts nothing.
+same recipes over four seeded Llama checkpoints, next to the I/O bound of each merge (reading every input byte
+from the page cache + writing and fsyncing the output bytes), and against evomerge's targets. Prints; asserts
+nothing.
 
     .venv/bin/python tests/benchmarks/merge_vs_mergekit.py [--methods linear ties ...] [--runs 3]
-    .venv/bin/python tests/benchmarks/merge_vs_mergekit.py --quick        # ~40M-parameter models, 1 run
+    .venv/bin/python tests/benchmarks/merge_vs_mergekit.py --size quick   # ~37M-parameter models, 1 run (= --quick)
+    .venv/bin/python tests/benchmarks/merge_vs_mergekit.py --size full    # the default: ~374M parameters, ~748 MB
+    .venv/bin/python tests/benchmarks/merge_vs_mergekit.py --size large   # TinyLlama's shape: ~1.1B, ~2.2 GB
+    .venv/bin/python tests/benchmarks/merge_vs_mergekit.py --stat min     # summarise the runs by their minimum
     .venv/bin/python tests/benchmarks/merge_vs_mergekit.py --device cuda  # the math on a GPU (mergekit --cuda)
+    .venv/bin/python tests/benchmarks/merge_vs_mergekit.py --quick --profile ties  # evomerge under cProfile
 
-The models (a random `base` and two "fine-tunes" `a`, `b` = base + small seeded per-tensor deltas) are written
-tensor by tensor with safetensors + a LlamaConfig (no model is instantiated), under --models-dir, and reused
-when present. Each merge is its own process (both tools pay their import cost), timed from the outside with
-os.wait4 (user+sys CPU of the child) and GNU time %M (its peak RSS); the two tools alternate run by run. The page
-cache is warmed before the runs, and `sync` runs after each merge so that the previous output's dirty pages
-are not written back during the next merge. Threads: whatever each tool uses by default on this machine.
+Sizes (all bfloat16, untied embeddings): quick = hidden 512, 4 layers, vocab 24000 (~37M parameters); full =
+hidden 1024, 24 layers, vocab 32000 (~374M); large = TinyLlama-1.1B's shape, hidden 2048, 22 layers, MLP 5632,
+32 heads with 4 key/value heads, vocab 32000 (~1.1B parameters, ~2.2 GB per model, ~8.8 GB for the four; the
+merges of this size need several GB of RAM per tool).
+
+The models (a random `base` and three "fine-tunes" `a`, `b`, `c` = base + small seeded per-tensor deltas) are
+written one at a time with safetensors + a LlamaConfig (no model is instantiated; each expert regenerates the
+base tensors from their seeded generators, so at most about one model is in memory), under --models-dir, and
+reused when present; models built before `c` existed gain it, unchanged otherwise. Only the large size's
+recipes use `c` (linear, the task-vector methods, model_stock, sce, karcher, multislerp, ram, ramplus_tl); the
+quick and full recipes are those the README's table was measured on, and the methods that take two models
+(slerp, nearswap, arcee_fusion, nuslerp, passthrough) keep them at every size.
+
+Each merge is its own process (both tools pay their import cost), timed from the outside with os.wait4
+(user+sys CPU of the child) and GNU time %M (its peak RSS); the two tools alternate run by run. The page cache is
+warmed before the runs, and `sync` runs after each merge so that the previous output's dirty pages are not
+written back during the next merge. Threads: whatever each tool uses by default on this machine.
+
+The table gives, per method, the median (or with --stat min, the minimum) over the runs of each tool, the
+ratios evomerge/mergekit of wall time and peak RSS, evomerge's wall over the I/O bound, and the targets each
+method misses: wall ratio <= 0.5, RSS ratio <= 0.4, wall / I/O <= 1.5 for the elementwise methods (linear,
+task_arithmetic, nearswap, passthrough, slerp) and <= 3 for the others ("-": all met; "rss?": not measured).
+--profile METHOD runs instead evomerge's merge of METHOD's recipe once under cProfile (`python -m cProfile -o
+FILE -m flows.cli merge ...`, with this interpreter) and prints the 25 functions with the most cumulative and
+the most own time: where the time of a method that misses its target goes.
 
 EVOMERGE_COMMAND overrides how evomerge is started (default .venv/bin/evomerge; e.g. "python3 -m flows.cli" on a
 machine without the venv), EVOMERGE_MERGEKIT_VENV where mergekit-yaml lives. Without GNU time the RSS column
@@ -24,6 +47,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pstats
 import shlex
 import shutil
 import statistics
@@ -31,6 +55,7 @@ import subprocess
 import sys
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,26 +69,49 @@ MERGEKIT = Path(os.environ.get("EVOMERGE_MERGEKIT_VENV", ROOT / ".venv-mergekit"
 WORK = Path("/tmp/bench_work")
 TIME = "/usr/bin/time"  # GNU time, for the peak RSS of the merge process itself
 SEED = 1234
-DELTA_SCALE = {"a": 0.35, "b": 0.30}
+DELTA_SCALE = {"a": 0.35, "b": 0.30, "c": 0.25}
+MODELS = ("base", *DELTA_SCALE)
 IO_CHUNK = 64 << 20
 
 # ~374M parameters: 2 * 32000 * 1024 (untied embeddings) + 24 * (4 * 1024^2 + 3 * 1024 * 2816) + norms
 FULL = dict(vocab_size=32000, hidden_size=1024, intermediate_size=2816, num_hidden_layers=24, num_attention_heads=16)
 # ~37M parameters
 QUICK = dict(vocab_size=24000, hidden_size=512, intermediate_size=1408, num_hidden_layers=4, num_attention_heads=8)
+# TinyLlama-1.1B's shape, ~1.1B parameters: 2 * 32000 * 2048 + 22 * (2 * 2048^2 + 2 * 256 * 2048 + 3 * 2048 * 5632)
+LARGE = dict(
+    vocab_size=32000,
+    hidden_size=2048,
+    intermediate_size=5632,
+    num_hidden_layers=22,
+    num_attention_heads=32,
+    num_key_value_heads=4,
+)
+SIZES = {"quick": QUICK, "full": FULL, "large": LARGE}
+
+# targets of evomerge against mergekit and against the I/O bound
+WALL_TARGET = 0.5  # evomerge wall / mergekit wall
+RSS_TARGET = 0.4  # evomerge peak RSS / mergekit peak RSS
+IO_TARGET_ELEMENTWISE = 1.5  # evomerge wall / I/O bound, for the methods below
+IO_TARGET = 3.0  # ... for every other method
+ELEMENTWISE = frozenset({"linear", "task_arithmetic", "nearswap", "passthrough", "slerp"})
 
 
 # ------------------------------------------------------------------------------------------------ models
+def _kv_heads(cfg: dict[str, int]) -> int:
+    return cfg.get("num_key_value_heads", cfg["num_attention_heads"])
+
+
 def _shapes(cfg: dict[str, int]) -> list[tuple[str, tuple[int, ...]]]:
     h, i, v = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
+    kv = _kv_heads(cfg) * (h // cfg["num_attention_heads"])  # key/value heads * head_dim
     out: list[tuple[str, tuple[int, ...]]] = [("model.embed_tokens.weight", (v, h))]
     for n in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{n}."
         out += [
             (p + "input_layernorm.weight", (h,)),
             (p + "self_attn.q_proj.weight", (h, h)),
-            (p + "self_attn.k_proj.weight", (h, h)),
-            (p + "self_attn.v_proj.weight", (h, h)),
+            (p + "self_attn.k_proj.weight", (kv, h)),
+            (p + "self_attn.v_proj.weight", (kv, h)),
             (p + "self_attn.o_proj.weight", (h, h)),
             (p + "post_attention_layernorm.weight", (h,)),
             (p + "mlp.gate_proj.weight", (i, h)),
@@ -74,41 +122,61 @@ def _shapes(cfg: dict[str, int]) -> list[tuple[str, tuple[int, ...]]]:
     return out
 
 
+def n_parameters(cfg: dict[str, int]) -> int:
+    return sum(int(torch.Size(shape).numel()) for _, shape in _shapes(cfg))
+
+
+def model_tag(cfg: dict[str, int], seed: int) -> str:
+    """The models' directory name; `-kv<n>` only where there are fewer key/value heads than heads, so that the
+    sizes without it keep the directories built before it existed."""
+    tag = "llama-h{hidden_size}-i{intermediate_size}-l{num_hidden_layers}-v{vocab_size}".format(**cfg)
+    if _kv_heads(cfg) != cfg["num_attention_heads"]:
+        tag += f"-kv{_kv_heads(cfg)}"
+    return tag + f"-s{seed}"
+
+
 def _gen(*parts: object) -> torch.Generator:
     g = torch.Generator()
     g.manual_seed(zlib.crc32("|".join(map(str, parts)).encode()))
     return g
 
 
-def build_models(root: Path, cfg: dict[str, int], seed: int) -> dict[str, Path]:
-    """base, a, b under root/<tag>/; reused when config.json + model.safetensors exist with the same config."""
-    from transformers import LlamaConfig
-
-    tag = "llama-h{hidden_size}-i{intermediate_size}-l{num_hidden_layers}-v{vocab_size}".format(**cfg) + f"-s{seed}"
-    dirs = {name: root / tag / name for name in ("base", "a", "b")}
-    stamp = root / tag / "built.json"
-    if stamp.exists() and all((d / "model.safetensors").exists() for d in dirs.values()):
-        return dirs
-    start = time.perf_counter()
-    tensors: dict[str, dict[str, torch.Tensor]] = {name: {} for name in dirs}
-    n_params = 0
+def model_tensors(cfg: dict[str, int], seed: int, variant: str) -> dict[str, torch.Tensor]:
+    """One model's bf16 tensors: `base`, or base + a seeded delta of DELTA_SCALE[variant] * spread. The base
+    tensor is regenerated from its own generator for each variant, so no other model needs to be in memory."""
+    tensors: dict[str, torch.Tensor] = {}
     for name, shape in _shapes(cfg):
-        n_params += int(torch.Size(shape).numel())
         if len(shape) == 1:  # RMSNorm weights: ones
-            base = torch.ones(shape)
+            value = torch.ones(shape)
             spread = 0.05
         else:
-            base = torch.randn(shape, generator=_gen(seed, "base", name)).mul_(0.02)
+            value = torch.randn(shape, generator=_gen(seed, "base", name)).mul_(0.02)
             spread = 0.02
-        tensors["base"][name] = base.to(torch.bfloat16)
-        for variant, scale in DELTA_SCALE.items():
+        if variant != "base":
             noise = torch.randn(shape, generator=_gen(seed, variant, name))
-            tensors[variant][name] = noise.mul_(scale * spread).add_(base).to(torch.bfloat16)
-            del noise
-        del base
+            value = noise.mul_(DELTA_SCALE[variant] * spread).add_(value)
+        tensors[name] = value.to(torch.bfloat16)
+        del value
+    return tensors
+
+
+def build_models(root: Path, cfg: dict[str, int], seed: int, check_load: bool = True) -> dict[str, Path]:
+    """base, a, b, c under root/<tag>/, written one at a time; reused when built.json and their
+    model.safetensors exist (with the stamp, only the missing ones are built: `c` next to an older script's
+    base, a, b). check_load: transformers loads the first model built (it holds a whole model in memory)."""
+    from transformers import LlamaConfig
+
+    tag = model_tag(cfg, seed)
+    dirs = {name: root / tag / name for name in MODELS}
+    stamp = root / tag / "built.json"
+    missing = [name for name, d in dirs.items() if not (d / "model.safetensors").exists()]
+    if stamp.exists() and not missing:
+        return dirs
+    todo = missing if stamp.exists() else list(dirs)
+    start = time.perf_counter()
+    n_params = n_parameters(cfg)
     config = LlamaConfig(
-        **cfg,
-        num_key_value_heads=cfg["num_attention_heads"],
+        **{**cfg, "num_key_value_heads": _kv_heads(cfg)},
         max_position_embeddings=2048,
         tie_word_embeddings=False,
         bos_token_id=1,
@@ -116,60 +184,65 @@ def build_models(root: Path, cfg: dict[str, int], seed: int) -> dict[str, Path]:
     )
     config.architectures = ["LlamaForCausalLM"]
     config.dtype = torch.bfloat16
-    for name, d in dirs.items():
+    for name in todo:
+        d = dirs[name]
         d.mkdir(parents=True, exist_ok=True)
-        save_file(tensors[name], str(d / "model.safetensors"), metadata={"format": "pt"})
         config.save_pretrained(d)
-        tensors[name] = {}
+        partial = d / "model.safetensors.partial"  # renamed once whole: an interrupted build is not reused
+        tensors = model_tensors(cfg, seed, name)
+        save_file(tensors, str(partial), metadata={"format": "pt"})
+        del tensors
+        os.replace(partial, d / "model.safetensors")
     stamp.write_text(json.dumps({"params": n_params, **cfg}))
     print(
-        f"built 3 models of {n_params / 1e6:.1f}M parameters in {time.perf_counter() - start:.1f} s under {root / tag}"
+        f"built {len(todo)} model(s) ({', '.join(todo)}) of {n_params / 1e6:.1f}M parameters in "
+        f"{time.perf_counter() - start:.1f} s under {root / tag}"
     )
+    if not check_load:
+        return dirs
     # transformers must load what we wrote
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(dirs["base"], dtype=torch.bfloat16)
+    model = AutoModelForCausalLM.from_pretrained(dirs[todo[0]], dtype=torch.bfloat16)
     loaded = sum(p.numel() for p in model.parameters())
     assert loaded == n_params, (loaded, n_params)
-    print(f"transformers loads {dirs['base']}: {type(model).__name__}, {loaded / 1e6:.1f}M parameters")
+    print(f"transformers loads {dirs[todo[0]]}: {type(model).__name__}, {loaded / 1e6:.1f}M parameters")
     del model
     return dirs
 
 
 # ------------------------------------------------------------------------------------------------ recipes
-def recipe_for(method: str, m: dict[str, str], layers: int) -> dict[str, Any]:
+def recipe_for(method: str, m: dict[str, str], layers: int, size: str = "full") -> dict[str, Any]:
+    """The recipe of `method` over the models m (base, a, b, c). Only the large size merges the third expert c
+    (where a method takes more than two models); the quick and full recipes are those of the README's table."""
     base, a, b = m["base"], m["a"], m["b"]
-    dense2 = [{"model": base}, {"model": a, "parameters": {"weight": 0.5}}, {"model": b, "parameters": {"weight": 0.5}}]
-    sparse2 = [
-        {"model": base},
-        {"model": a, "parameters": {"weight": 0.5, "density": 0.5}},
-        {"model": b, "parameters": {"weight": 0.5, "density": 0.5}},
-    ]
+    experts = [a, b, m["c"]] if size == "large" else [a, b]
+    dense = [{"model": base}, *({"model": e, "parameters": {"weight": 0.5}} for e in experts)]
+    sparse = [{"model": base}, *({"model": e, "parameters": {"weight": 0.5, "density": 0.5}} for e in experts)]
+    everyone = [{"model": name} for name in (base, *experts)]
     r: dict[str, Any]
     if method == "linear":
+        base_weight, expert_weight = (0.2, 0.4) if len(experts) == 2 else (0.1, 0.3)
         r = {
             "models": [
-                {"model": base, "parameters": {"weight": 0.2}},
-                {"model": a, "parameters": {"weight": 0.4}},
-                {"model": b, "parameters": {"weight": 0.4}},
+                {"model": base, "parameters": {"weight": base_weight}},
+                *({"model": e, "parameters": {"weight": expert_weight}} for e in experts),
             ]
         }
     elif method == "task_arithmetic":
-        r = {"base_model": base, "models": dense2}
+        r = {"base_model": base, "models": dense}
     elif method in ("ties", "dare_ties", "dare_linear", "breadcrumbs", "breadcrumbs_ties", "della", "della_linear"):
-        r = {"base_model": base, "models": sparse2}
+        r = {"base_model": base, "models": sparse}
     elif method == "sce":
-        r = {
-            "base_model": base,
-            "models": [{"model": base}, {"model": a}, {"model": b}],
-            "parameters": {"select_topk": 0.5},
-        }
-    elif method == "model_stock":
-        r = {"base_model": base, "models": [{"model": base}, {"model": a}, {"model": b}]}
+        r = {"base_model": base, "models": everyone, "parameters": {"select_topk": 0.5}}
+    elif method in ("model_stock", "ram", "ramplus_tl"):
+        r = {"base_model": base, "models": everyone}
     elif method == "karcher":
-        r = {"models": [{"model": base}, {"model": a}, {"model": b}]}
-    elif method in ("multislerp", "nuslerp"):
-        r = {"base_model": base, "models": dense2[1:]}
+        r = {"models": everyone}
+    elif method == "multislerp":
+        r = {"base_model": base, "models": dense[1:]}
+    elif method == "nuslerp":  # two models over the base, at every size
+        r = {"base_model": base, "models": [{"model": e, "parameters": {"weight": 0.5}} for e in (a, b)]}
     elif method == "slerp":
         r = {"base_model": base, "models": [{"model": base}, {"model": a}], "parameters": {"t": 0.5}}
     elif method == "nearswap":
@@ -272,6 +345,60 @@ def write_bytes(path: Path, size: int, buf: bytearray) -> float:
     return elapsed
 
 
+# ------------------------------------------------------------------------------------------------ targets
+def io_target(method: str) -> float:
+    return IO_TARGET_ELEMENTWISE if method in ELEMENTWISE else IO_TARGET
+
+
+def missed_targets(method: str, wall_ratio: float, rss_ratio: float, io_ratio: float) -> str:
+    """The targets a method misses ("wall", "rss", "io"), "<name>?" where one could not be measured, "-" if none."""
+    missed = []
+    for name, value, target in (
+        ("wall", wall_ratio, WALL_TARGET),
+        ("rss", rss_ratio, RSS_TARGET),
+        ("io", io_ratio, io_target(method)),
+    ):
+        if value != value:  # nan: a tool failed every run, or no GNU time
+            missed.append(f"{name}?")
+        elif value > target:
+            missed.append(name)
+    return ",".join(missed) or "-"
+
+
+# ------------------------------------------------------------------------------------------------ profile
+def profile(method: str, recipe_path: Path, work: Path, device: str, top: int = 25) -> int:
+    """evomerge's merge of recipe_path once under cProfile, with this interpreter and the benchmark's arguments;
+    prints the `top` functions by cumulative and by own (total) time."""
+    prof = work / f"{method}.prof"
+    out = work / "out-profile"
+    shutil.rmtree(out, ignore_errors=True)
+    os.sync()
+    cmd = [sys.executable, "-m", "cProfile", "-o", str(prof), "-m", "flows.cli", "merge", str(recipe_path), str(out)]
+    cmd += ["--quiet", "--force", "--random-seed", "0"] + (["--device", device] if device != "cpu" else [])
+    print(f"profiling: {shlex.join(cmd)}", flush=True)
+    log = work / f"{method}-profile.log"
+    res = run_child(cmd, log)
+    shutil.rmtree(out, ignore_errors=True)
+    print(
+        f"{method}: rc={res['rc']} wall={res['wall']:.2f}s cpu={res['cpu']:.2f}s rss={res['rss'] / 2**20:.0f}MiB "
+        "(under cProfile, which slows Python-heavy code)"
+    )
+    if res["rc"] != 0 or not prof.exists():
+        print(f"ERROR {method}: evomerge exited {res['rc']}:\n{log.read_text()[-2500:]}", file=sys.stderr)
+        return 1
+    log.unlink(missing_ok=True)
+    stats = pstats.Stats(str(prof), stream=sys.stdout).strip_dirs()
+    for key, what in (("cumulative", "cumulative time"), ("tottime", "total (own) time")):
+        print(f"\n==== top {top} functions by {what} ====")
+        stats.sort_stats(key).print_stats(top)
+    print(
+        f"profile: {prof} (python -m pstats {prof}). cProfile sees the main thread only: the time of evomerge's "
+        "writer thread shows there as waits (lock acquire, queue get), and torch's OpenMP workers within the "
+        "torch calls that start them."
+    )
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------ main
 def main() -> None:
     sys.path.insert(0, str(ROOT))
@@ -280,34 +407,52 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", nargs="+", default=sorted(METHODS))
-    parser.add_argument("--runs", type=int, default=None, help="runs per tool and method (default 3; 1 with --quick)")
+    parser.add_argument("--runs", type=int, default=None, help="runs per tool and method (default 3; 1 with quick)")
     parser.add_argument("--models-dir", type=Path, default=Path("/tmp/evomerge-bench-models"))
     parser.add_argument("--work", type=Path, default=WORK)
-    parser.add_argument("--quick", action="store_true", help="~40M-parameter models and 1 run")
+    parser.add_argument("--size", choices=sorted(SIZES), default=None, help="model size (default full)")
+    parser.add_argument("--quick", action="store_true", help="= --size quick: ~37M-parameter models and 1 run")
+    parser.add_argument("--stat", choices=("median", "min"), default="median", help="summary of the runs per tool")
+    parser.add_argument("--profile", metavar="METHOD", help="run evomerge's merge of METHOD once under cProfile")
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--keep-logs", action="store_true")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda: evomerge --device cuda, mergekit --cuda")
     args = parser.parse_args()
-    runs = args.runs or (1 if args.quick else 3)
-    cfg = QUICK if args.quick else FULL
+    if args.quick and args.size not in (None, "quick"):
+        parser.error(f"--quick is --size quick, not --size {args.size}")
+    size = "quick" if args.quick else (args.size or "full")
+    runs = args.runs or (1 if size == "quick" else 3)
+    cfg = SIZES[size]
     work: Path = args.work
     work.mkdir(parents=True, exist_ok=True)
 
-    dirs = build_models(args.models_dir, cfg, args.seed)
+    # the load check holds a whole model: skipped for the large size (2.2 GB+)
+    dirs = build_models(args.models_dir, cfg, args.seed, check_load=size != "large")
     paths = {k: str(v.resolve()) for k, v in dirs.items()}
+    label = f"{size} (~{n_parameters(cfg) / 1e6:.0f}M params)"
+    buf = bytearray(IO_CHUNK)
+
+    if args.profile:
+        recipe = recipe_for(args.profile, paths, cfg["num_hidden_layers"], size)
+        recipe_path = work / f"{args.profile}.yaml"
+        recipe_path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+        inputs = [f for d in sorted(models_of(recipe)) for f in weight_files(d)]
+        read_all(inputs, buf)  # warm the page cache
+        read_all(inputs, buf)
+        print(f"evomerge under cProfile, {label}, bf16, math on {args.device}, method {args.profile}")
+        sys.exit(profile(args.profile, recipe_path, work, args.device))
+
     print(f"evomerge: {shlex.join(EVOMERGE)}\nmergekit: {MERGEKIT}\nruns per tool: {runs}, cpus: {os.cpu_count()}")
     if args.device != "cpu":
         print(f"device: {args.device} ({torch.cuda.get_device_name(args.device)})")
     on_device = {"evomerge": ["--device", args.device], "mergekit": ["--cuda"]} if args.device != "cpu" else {}
 
-    buf = bytearray(IO_CHUNK)
     all_inputs = [f for d in paths.values() for f in weight_files(d)]
     read_all(all_inputs, buf)  # warm the page cache
     read_all(all_inputs, buf)
-
     rows = []
     for method in args.methods:
-        recipe = recipe_for(method, paths, cfg["num_hidden_layers"])
+        recipe = recipe_for(method, paths, cfg["num_hidden_layers"], size)
         recipe_path = work / f"{method}.yaml"
         recipe_path.write_text(yaml.safe_dump(recipe, sort_keys=False))
         inputs = [f for d in sorted(models_of(recipe)) for f in weight_files(d)]
@@ -360,39 +505,50 @@ def main() -> None:
             print(f"ERROR {method}: {e}", file=sys.stderr)
         rows.append((method, results, in_bytes, out_bytes, t_read, t_write, errors))
 
-    def med(res: list[dict[str, Any]], key: str) -> float:
-        return statistics.median(r[key] for r in res) if res else float("nan")
+    summarise: Callable[[list[float]], float] = statistics.median if args.stat == "median" else min
+
+    def stat(res: list[dict[str, Any]], key: str) -> float:
+        return summarise([r[key] for r in res]) if res else float("nan")
 
     def ratio(x: float, y: float) -> float:
         return x / y if y and y == y else float("nan")
 
     print()
-    label = "quick (~37M params)" if args.quick else "full (~374M params)"
     print(
-        f"evomerge vs mergekit 0.1.5, {label}, bf16, math on {args.device}, median of {runs} run(s); "
+        f"evomerge vs mergekit 0.1.5, {label}, bf16, math on {args.device}, {args.stat} of {runs} run(s) per tool; "
         "times in s, RSS in MiB, bytes in MB"
     )
     header = (
         f"{'method':16s} {'ev wall':>8s} {'mk wall':>8s} {'ev/mk':>6s} {'ev CPU':>7s} {'mk CPU':>7s} "
         f"{'ev RSS':>7s} {'mk RSS':>7s} {'ev/mk':>6s} {'in MB':>6s} {'out MB':>7s} {'read':>5s} {'write':>5s} "
-        f"{'I/O':>5s} {'ev/IO':>6s}"
+        f"{'I/O':>5s} {'ev/IO':>6s} {'IO tgt':>6s}  misses"
     )
     print(header)
     print("-" * len(header))
+    missing_any = 0
     for method, results, in_bytes, out_bytes, t_read, t_write, errors in rows:
         ev, mk = results["evomerge"], results["mergekit"]
         io = t_read + t_write
-        ev_wall, mk_wall = med(ev, "wall"), med(mk, "wall")
-        ev_rss, mk_rss = med(ev, "rss") / 2**20, med(mk, "rss") / 2**20
+        ev_wall, mk_wall = stat(ev, "wall"), stat(mk, "wall")
+        ev_rss, mk_rss = stat(ev, "rss") / 2**20, stat(mk, "rss") / 2**20
+        wall_ratio, rss_ratio, io_ratio = ratio(ev_wall, mk_wall), ratio(ev_rss, mk_rss), ratio(ev_wall, io)
+        missed = missed_targets(method, wall_ratio, rss_ratio, io_ratio)
+        missing_any += missed != "-"
         print(
-            f"{method:16s} {ev_wall:8.2f} {mk_wall:8.2f} {ratio(ev_wall, mk_wall):6.2f} {med(ev, 'cpu'):7.2f} "
-            f"{med(mk, 'cpu'):7.2f} {ev_rss:7.0f} {mk_rss:7.0f} {ratio(ev_rss, mk_rss):6.2f} {in_bytes / 1e6:6.0f} "
-            f"{out_bytes / 1e6:7.0f} {t_read:5.2f} {t_write:5.2f} {io:5.2f} {ratio(ev_wall, io):6.1f}"
-            + ("  (errors: see stderr)" if errors else "")
+            f"{method:16s} {ev_wall:8.2f} {mk_wall:8.2f} {wall_ratio:6.2f} {stat(ev, 'cpu'):7.2f} "
+            f"{stat(mk, 'cpu'):7.2f} {ev_rss:7.0f} {mk_rss:7.0f} {rss_ratio:6.2f} {in_bytes / 1e6:6.0f} "
+            f"{out_bytes / 1e6:7.0f} {t_read:5.2f} {t_write:5.2f} {io:5.2f} {io_ratio:6.2f} {io_target(method):6.1f}  "
+            f"{missed}" + ("  (errors: see stderr)" if errors else "")
         )
     print(
         "I/O = read of every input safetensors byte from the page cache (64 MiB reused buffer) + write and fsync "
         "of the output bytes; passthrough reads only part of its inputs, so its I/O bound is an overestimate."
+    )
+    print(
+        f"targets: wall ev/mk <= {WALL_TARGET} (wall), RSS ev/mk <= {RSS_TARGET} (rss), ev wall / I/O <= IO tgt "
+        f"(io: {IO_TARGET_ELEMENTWISE} for {', '.join(sorted(ELEMENTWISE))}; {IO_TARGET} for the others); "
+        f"misses: the targets missed, '-' none, '?' not measured. {missing_any} of {len(rows)} method(s) miss one; "
+        "see where their time goes with --profile METHOD."
     )
 
 
