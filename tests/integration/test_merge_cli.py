@@ -125,6 +125,25 @@ def test_bad_recipe_exits_2_with_the_key(tiny_models: dict[str, Path], tmp_path:
     assert not (tmp_path / "never").exists() and not (tmp_path / "never.partial").exists()
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "the file is empty; a recipe is a YAML mapping (key: value lines, e.g. `merge_method: linear`)"),
+        ("- model: a\n- model: b\n", "a recipe must be a YAML mapping (key: value lines), but the file holds a list"),
+        ("merge_method: linear\nmodels: 3\n", "models: expected a list, got the number 3"),
+        ("merge_method: linear\nmodels: [a]\n", "models.0: expected a mapping (key: value lines), got the text 'a'"),
+    ],
+)
+def test_a_malformed_recipe_is_explained_in_yaml_terms(tmp_path: Path, text: str, message: str) -> None:
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(text)
+    result = run_merge(str(recipe), str(tmp_path / "never"))
+    assert result.returncode == 2
+    assert f"error: {recipe}: {message}" in " ".join(result.stderr.split())
+    assert "Traceback" not in result.stderr and "NoneType" not in result.stderr
+    assert not (tmp_path / "never").exists()
+
+
 def fill_hub_cache(cache: Path, repo_id: str, source: Path, revision: str = "0" * 40) -> Path:
     """The layout huggingface_hub writes: models--ORG--NAME/snapshots/REV plus refs/main naming REV."""
     repo_dir = cache / ("models--" + repo_id.replace("/", "--"))

@@ -16,9 +16,9 @@ chunk dots), so the float32 scratch is a chunk, never a tensor, and the values a
 
 
 def _per_chunk(statistic: Callable[[int], Tensor], chunks: range) -> Tensor:
-    """`torch.stack([statistic(s) for s in chunks])`, each value copied out as it comes: a reduction's result
-    can keep its chunk's float32 scratch alive, and a list of them held every chunk (a float32 copy of the
-    tensor) until the stack."""
+    """`torch.stack([statistic(s) for s in chunks])`, each value copied into the result as it comes: kept in
+    a list, the small values interleave on the heap with the chunks' float32 scratch, and the heap then held
+    every chunk's scratch (a float32 copy of the tensor) until the stack."""
     first = statistic(chunks[0])
     stacked = first.new_empty((len(chunks), *first.shape))
     stacked[0] = first
