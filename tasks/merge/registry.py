@@ -18,6 +18,8 @@ from torch import Tensor
 from tasks.errors import RecipeError
 
 Scope = Literal["per_model", "global"]
+Release = Callable[[Tensor], None]
+"""The `release` a method that declares `releases_inputs` is given: called on an input it no longer reads."""
 BasePolicy = Literal["required", "optional", "ignored"]
 """required: the method works on task vectors against the base; optional: it does when a base is named;
 ignored: every listed model is an input and `base_model` only picks the config and tokenizer donor."""

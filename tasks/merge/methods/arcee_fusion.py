@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tasks.merge.methods.blocks import block_size
+from tasks.merge.methods.blocks import block_size, row_spans
 from tasks.merge.registry import merge_method
 
 SAMPLE_LIMIT = 1_000_000
@@ -26,14 +26,6 @@ def _quantiles(values: Tensor, quantiles: list[float]) -> list[Tensor]:
     exact = flat.detach().to("cpu", torch.float64 if flat.dtype == torch.float64 else torch.float32)
     partitioned = np.partition(exact.numpy(), positions)
     return [torch.tensor(partitioned[p], dtype=flat.dtype, device=flat.device) for p in positions]
-
-
-def _row_blocks(rows: int, columns: int, block: int) -> list[slice]:
-    per_block = max(MIN_ROWS, block // max(columns, 1))
-    starts = list(range(0, rows, per_block))
-    if len(starts) > 1 and rows - starts[-1] < MIN_ROWS:
-        starts.pop()  # a short last block joins the one before it
-    return [slice(start, stop) for start, stop in zip(starts, [*starts[1:], rows], strict=True)]
 
 
 def _divergence(base: Tensor, other: Tensor, blocks: list[slice]) -> Tensor:
@@ -60,7 +52,7 @@ def arcee_fusion(base: Tensor, models: list[Tensor], generator: torch.Generator)
     shape = base.shape
     base_rows = base.reshape(-1, shape[-1]) if base.dim() > 1 else base.reshape(1, -1)
     other_rows = other.reshape(base_rows.shape)
-    blocks = _row_blocks(*base_rows.shape, block_size(base, BLOCK))
+    blocks = row_spans(*base_rows.shape, block_size(base, BLOCK), MIN_ROWS)
     divergence = _divergence(base_rows, other_rows, blocks)
     numel, columns = base.numel(), base_rows.shape[1]
     if numel > SAMPLE_LIMIT:

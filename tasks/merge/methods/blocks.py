@@ -23,3 +23,13 @@ def spans(numel: int, block: int) -> Iterator[tuple[int, int]]:
     """[start, stop) of each block of `block` entries over `numel` (the last one may be shorter)."""
     for start in range(0, numel, block):
         yield start, min(start + block, numel)
+
+
+def row_spans(rows: int, per_row: int, block: int, min_rows: int = 1) -> list[slice]:
+    """Slices of whole rows (of `per_row` entries) covering about `block` entries each, at least `min_rows`
+    rows each: a shorter last one joins the one before it."""
+    per_block = max(min_rows, block // max(per_row, 1))
+    starts = list(range(0, rows, per_block))
+    if len(starts) > 1 and rows - starts[-1] < min_rows:
+        starts.pop()
+    return [slice(start, stop) for start, stop in zip(starts, [*starts[1:], rows], strict=True)]

@@ -8,8 +8,8 @@ from functools import partial
 from torch import Tensor
 
 from tasks.merge.methods.sparsify import magnitude_outliers
-from tasks.merge.methods.task_vectors import Release, generalized_task_arithmetic, gta_parameters
-from tasks.merge.registry import ParameterSpec, merge_method
+from tasks.merge.methods.task_vectors import generalized_task_arithmetic, gta_parameters
+from tasks.merge.registry import ParameterSpec, Release, merge_method
 
 
 def breadcrumbs(

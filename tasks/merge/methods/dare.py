@@ -9,8 +9,8 @@ import torch
 from torch import Tensor
 
 from tasks.merge.methods.sparsify import bernoulli_prune
-from tasks.merge.methods.task_vectors import Release, generalized_task_arithmetic, gta_parameters
-from tasks.merge.registry import merge_method
+from tasks.merge.methods.task_vectors import generalized_task_arithmetic, gta_parameters
+from tasks.merge.registry import Release, merge_method
 
 
 def dare(

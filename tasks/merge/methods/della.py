@@ -9,8 +9,8 @@ import torch
 from torch import Tensor
 
 from tasks.merge.methods.sparsify import della_prune
-from tasks.merge.methods.task_vectors import Release, generalized_task_arithmetic, gta_parameters
-from tasks.merge.registry import ParameterSpec, merge_method
+from tasks.merge.methods.task_vectors import generalized_task_arithmetic, gta_parameters
+from tasks.merge.registry import ParameterSpec, Release, merge_method
 
 EPSILON = (ParameterSpec("epsilon", "per_model", default=0.15, low=0.0, high=1.0),)
 

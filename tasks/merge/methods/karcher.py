@@ -7,8 +7,7 @@ import torch
 from torch import Tensor
 
 from tasks.merge.methods.blocks import block_size, spans
-from tasks.merge.methods.task_vectors import Release
-from tasks.merge.registry import ParameterSpec, merge_method
+from tasks.merge.registry import ParameterSpec, Release, merge_method
 
 
 def _dots(mean: Tensor, units: list[Tensor]) -> list[Tensor]:

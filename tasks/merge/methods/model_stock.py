@@ -3,9 +3,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from tasks.merge.methods.blocks import block_size, spans
-from tasks.merge.methods.task_vectors import Release
-from tasks.merge.registry import ParameterSpec, merge_method
+from tasks.merge.methods.blocks import block_size, row_spans
+from tasks.merge.registry import ParameterSpec, Release, merge_method
 
 BLOCK = 1 << 18
 """Entries per block of the elementwise passes (the models' average and the final interpolation)."""
@@ -33,7 +32,9 @@ def model_stock(
         others = [m.reshape(-1) for m in models]
     count = len(others)
     average = torch.empty_like(others[0])
-    for rows in _row_blocks(average):
+    per_row = average[0].numel() if average.dim() > 1 else 1
+    blocks = row_spans(average.shape[0], per_row, block_size(average, BLOCK))
+    for rows in blocks:
         average[rows] = sum(other[rows] for other in others) / count
     offsets = []
     for model, other in zip(models, others, strict=True):
@@ -50,14 +51,7 @@ def model_stock(
     cosine = torch.stack(cosines).mean(dim=0).unsqueeze(-1)
     denominator = 1 + (count - 1) * cosine
     ratio = torch.where(denominator.abs() < 1e-6, torch.zeros_like(cosine), (count * cosine) / denominator)
-    for rows in _row_blocks(average):  # the result overwrites the average
+    for rows in blocks:  # the result overwrites the average
         part_ratio = ratio if ratio.dim() < 2 or ratio.shape[0] == 1 else ratio[rows]
         average[rows] = part_ratio * average[rows] + (1 - part_ratio) * anchor[rows]
     return average.reshape(shape)
-
-
-def _row_blocks(tensor: Tensor) -> list[slice]:
-    """Slices of the first axis covering about a block of entries each (whole rows of a 2-D tensor)."""
-    per_row = tensor[0].numel() if tensor.dim() > 1 else 1
-    rows = max(1, block_size(tensor, BLOCK) // max(per_row, 1))
-    return [slice(start, stop) for start, stop in spans(tensor.shape[0], rows)]

@@ -4,8 +4,7 @@ import torch
 from torch import Tensor
 
 from tasks.merge.methods.blocks import block_size, spans
-from tasks.merge.methods.task_vectors import Release
-from tasks.merge.registry import ParameterSpec, merge_method
+from tasks.merge.registry import ParameterSpec, Release, merge_method
 
 BLOCK = 1 << 18
 """Entries per block of the elementwise passes of the flattened form (in mergekit's dtype and order of

@@ -4,8 +4,8 @@ import torch
 from torch import Tensor
 
 from tasks.merge.methods.blocks import block_size, spans
-from tasks.merge.methods.task_vectors import Release, sign_consensus, task_vectors
-from tasks.merge.registry import ParameterSpec, merge_method
+from tasks.merge.methods.task_vectors import sign_consensus, task_vectors
+from tasks.merge.registry import ParameterSpec, Release, merge_method
 
 VARIANCE_BLOCK = 1 << 15
 """Entries per block of `population_variance`: its float64 temporaries stay in the CPU caches."""

@@ -13,12 +13,10 @@ import torch
 from torch import Tensor
 
 from tasks.merge.methods.blocks import block_size, spans
-from tasks.merge.registry import ParameterSpec
+from tasks.merge.registry import ParameterSpec, Release
 
 Prune = Callable[[Tensor, int], Tensor]
 """Sparsifies the task vector of model `index` (its density and other settings are bound by the caller)."""
-Release = Callable[[Tensor], None]
-"""The engine's `release`: an input the method no longer reads (see MergeMethod.releases_inputs)."""
 
 
 def task_vectors(base: Tensor, models: list[Tensor], release: Release | None = None) -> Tensor:

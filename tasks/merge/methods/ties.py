@@ -3,8 +3,8 @@ from __future__ import annotations
 from torch import Tensor
 
 from tasks.merge.methods.sparsify import magnitude_prune
-from tasks.merge.methods.task_vectors import Release, generalized_task_arithmetic, gta_parameters
-from tasks.merge.registry import merge_method
+from tasks.merge.methods.task_vectors import generalized_task_arithmetic, gta_parameters
+from tasks.merge.registry import Release, merge_method
 
 
 @merge_method("ties", base="required", releases_inputs=True, parameters=gta_parameters(normalize=True, rescale=False))
