@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from flows.search_state import GenerationStats  # noqa: E402
+from genetics.loop import GenerationStats  # noqa: E402
 
 
 def plot_fitness(history: Sequence[GenerationStats], path: Path, parent_best: float | None = None) -> Path:

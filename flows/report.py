@@ -4,49 +4,42 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from flows.summary import SearchSummary
 from flows.tracking import ui_command
+from tasks.held_out import Interval
 
 
-def _headers(summary: dict[str, Any]) -> dict[str, str]:
+def _headers(summary: SearchSummary) -> dict[str, str]:
     """Task -> its column header: the task, its metric and the direction lm-eval gives it (↑ higher is
-    better, ↓ lower), when the search says them (summaries from before per-task metrics do not)."""
+    better, ↓ lower)."""
     headers = {}
-    for objective in [*summary.get("objectives", []), *(summary.get("guard") or {}).get("objectives", [])]:
+    for objective in [*summary.objectives, *(summary.guard.objectives if summary.guard else [])]:
         arrow = "↑" if objective["higher_is_better"] else "↓"
         weight = f" ×{objective['weight']:g}" if objective.get("weight", 1.0) != 1.0 else ""
         headers[objective["task"]] = f"{objective['task']}\n{objective['metric']} {arrow}{weight}"
     return headers
 
 
-def _guard_tasks(summary: dict[str, Any]) -> list[str]:
-    return [o["task"] for o in (summary.get("guard") or {}).get("objectives", [])]
-
-
-def scores_table(summary: dict[str, Any]) -> Table:
-    guard = _guard_tasks(summary)
-    tasks = [task for task in summary["best"]["scores"] if task not in guard]
+def scores_table(summary: SearchSummary) -> Table:
+    guard = summary.guard_tasks
+    best = summary.best
+    tasks = [task for task in best.scores if task not in guard]
     headers = _headers(summary)
-    label = summary.get("fitness_label", "mean")
-    table = Table(title=f"{summary['search']}: parents vs evolved child ({summary['metric']})")
+    table = Table(title=f"{summary.search}: parents vs evolved child ({summary.metric})")
     table.add_column("model")
     for task in [*tasks, *guard]:
         table.add_column(headers.get(task, task) + (" (guard)" if task in guard else ""), justify="right")
-    table.add_column(label, justify="right", style="bold")
+    table.add_column(summary.fitness_label, justify="right", style="bold")
     if guard:
         table.add_column("retention", justify="right")
-    parent_fitness = summary.get("parent_fitness") or {
-        name: sum(s[t] for t in tasks) / len(tasks) for name, s in summary["parents"].items()
-    }
-    rows = [(name, scores, parent_fitness[name], None) for name, scores in summary["parents"].items()]
-    best = summary["best"]
-    rows.append((f"child {best['candidate_id']}", best["scores"], best["fitness"], best.get("retention")))
-    best_parent = max(parent_fitness.values())
-    reference = (summary.get("guard") or {}).get("reference")
+    rows = [(name, scores, summary.parent_fitness[name], None) for name, scores in summary.parents.items()]
+    rows.append((f"child {best.candidate_id}", best.scores, best.fitness, best.retention))
+    best_parent = max(summary.parent_fitness.values())
+    reference = summary.guard.reference if summary.guard else None
     for index, (name, scores, fitness, retention) in enumerate(rows):
         is_child = index == len(rows) - 1
         cells = [f"{scores[t]:.3f}" for t in [*tasks, *guard]]
@@ -57,12 +50,12 @@ def scores_table(summary: dict[str, Any]) -> Table:
     return table
 
 
-def leaderboard_table(summary: dict[str, Any]) -> Table:
-    leaders = summary.get("leaderboard") or []
-    tasks = list(leaders[0]["scores"]) if leaders else []
+def leaderboard_table(summary: SearchSummary) -> Table:
+    leaders = summary.leaderboard
+    tasks = list(leaders[0].scores) if leaders else []
     headers = _headers(summary)
-    guarded = bool(summary.get("guard"))
-    table = Table(title=f"leaderboard ({summary.get('algorithm', 'ga')}, best {len(leaders)} candidates)")
+    guarded = summary.guard is not None
+    table = Table(title=f"leaderboard ({summary.algorithm}, best {len(leaders)} candidates)")
     table.add_column("#", justify="right")
     table.add_column("candidate")
     for task in tasks:
@@ -71,60 +64,57 @@ def leaderboard_table(summary: dict[str, Any]) -> Table:
     if guarded:
         table.add_column("retention", justify="right")
     for rank, leader in enumerate(leaders, start=1):
-        cells = [*(f"{leader['scores'][t]:.3f}" for t in tasks), f"{leader['fitness']:.3f}"]
+        cells = [*(f"{leader.scores[t]:.3f}" for t in tasks), f"{leader.fitness:.3f}"]
         if guarded:
-            retention = leader.get("retention")
-            mark = "" if leader.get("feasible", True) else " [red]infeasible[/]"
-            cells.append((f"{retention:+.3f}" if retention is not None else "") + mark)
-        table.add_row(str(rank), leader["candidate_id"], *cells)
+            mark = "" if leader.feasible else " [red]infeasible[/]"
+            cells.append((f"{leader.retention:+.3f}" if leader.retention is not None else "") + mark)
+        table.add_row(str(rank), leader.candidate_id, *cells)
     return table
 
 
-def held_out_table(summary: dict[str, Any]) -> Table:
+def held_out_table(summary: SearchSummary) -> Table:
     """Test-split scores with their bootstrap intervals: the numbers to believe."""
-    held_out = summary["held_out"]
-    tasks = held_out["tasks"]
-    confidence = round(100 * held_out["confidence"])
-    directions = held_out.get("higher_is_better", {})
-    metrics = held_out.get("metrics", {})
+    held_out = summary.held_out
+    assert held_out is not None
+    tasks = held_out.tasks
+    confidence = round(100 * held_out.confidence)
     table = Table(title=f"held-out test split: score [{confidence} % bootstrap interval]")
     table.add_column("model")
     for task in tasks:
-        arrow = "" if task not in directions else (" ↑" if directions[task] else " ↓")
-        table.add_column(f"{task}\n{metrics[task]}{arrow}" if task in metrics else task, justify="right")
-    table.add_column(summary.get("fitness_label", "mean"), justify="right", style="bold")
+        arrow = " ↑" if held_out.higher_is_better[task] else " ↓"
+        table.add_column(f"{task}\n{held_out.metrics[task]}{arrow}", justify="right")
+    table.add_column(summary.fitness_label, justify="right", style="bold")
 
     def cell(interval: dict[str, float]) -> str:
-        return f"{interval['value']:.3f} [{interval['low']:.3f}, {interval['high']:.3f}]"
+        return str(Interval(**interval))
 
-    for name, scores in held_out["models"].items():
+    for name, scores in held_out.models.items():
         label = f"[bold green]{name}[/]" if name.startswith("child ") else name
         table.add_row(label, *(cell(scores["tasks"][t]) for t in tasks), cell(scores["mean"]))
     return table
 
 
-def print_search_report(summary: dict[str, Any], console: Console | None = None) -> None:
+def print_search_report(summary: SearchSummary, console: Console | None = None) -> None:
     console = console or Console()
-    if summary.get("leaderboard"):
+    if summary.leaderboard:
         console.print(leaderboard_table(summary))
     console.print(scores_table(summary))
-    if summary.get("held_out"):
+    if summary.held_out:
         console.print(held_out_table(summary))
-    out = Path(summary["best"]["model_dir"]).parent
+    out = Path(summary.best.model_dir).parent
     pictures = [name for name in ("fitness.png", "pareto.png") if (out / name).is_file()]
     lines = [
-        f"evaluations: {summary['evaluations']} (failed: {summary['failed']}), "
-        f"stopped by: {summary.get('stop_reason', 'generations')}",
-        f"winner model directory: {summary['best']['model_dir']}",
+        f"evaluations: {summary.evaluations} (failed: {summary.failed}), stopped by: {summary.stop_reason}",
+        f"winner model directory: {summary.best.model_dir}",
         f"summary: {out / 'summary.json'}"
         + (f"; plots: {', '.join(str(out / p) for p in pictures)}" if pictures else ""),
-        f"MLflow: run {summary['mlflow_run_id']} in {summary['mlflow_tracking_uri']}",
-        f"  open it with: {ui_command(summary['mlflow_tracking_uri'])}",
-        f"Prefect: flow run {summary.get('prefect_flow_run_name', '')} ({summary['prefect_flow_run_id']})",
+        f"MLflow: run {summary.mlflow_run_id} in {summary.mlflow_tracking_uri}",
+        f"  open it with: {ui_command(summary.mlflow_tracking_uri)}",
+        f"Prefect: flow run {summary.prefect_flow_run_name} ({summary.prefect_flow_run_id})",
     ]
     api = os.environ.get("PREFECT_API_URL")
     if api:
-        lines.append(f"  in the Prefect UI: {api.removesuffix('/api')}/runs/flow-run/{summary['prefect_flow_run_id']}")
+        lines.append(f"  in the Prefect UI: {api.removesuffix('/api')}/runs/flow-run/{summary.prefect_flow_run_id}")
     else:
         lines.append("  (embedded Prefect; `make services` starts a server with a UI, then set PREFECT_API_URL)")
     for line in lines:

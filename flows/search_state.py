@@ -25,15 +25,17 @@ from pathlib import Path
 from typing import IO, Any
 
 from genetics.algorithm import SearchAlgorithm
+from genetics.candidate import Candidate
+from genetics.loop import GenerationStats
 from genetics.search_config import SearchConfig
-from tasks.candidate import CandidateRecord
+from tasks.atomic import write_atomically
 from tasks.errors import EvomergeError
 from tasks.faults import fault_point
-from tasks.merge.writer import fsync_dir
 
 CHECKPOINT_NAME = "checkpoint.pkl"
 CANDIDATES_NAME = "candidates.jsonl"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
+"""2: the algorithms hold `genetics.candidate.Candidate`s."""
 
 
 def config_identity(config: SearchConfig) -> str:
@@ -41,14 +43,6 @@ def config_identity(config: SearchConfig) -> str:
     the registry name (raising the budget and rerunning continues the same search)."""
     data = config.model_dump(mode="json", exclude={"budget", "output_dir", "registered_model"})
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
-
-
-@dataclass
-class GenerationStats:
-    generation: int
-    evaluations: int
-    best_fitness: float
-    mean_fitness: float
 
 
 @dataclass
@@ -76,15 +70,7 @@ def checkpoint_bytes(checkpoint: Checkpoint) -> bytes:
 
 def write_checkpoint(directory: Path, data: bytes) -> None:
     """Replace the checkpoint atomically with `data` (from `checkpoint_bytes`)."""
-    path = directory / CHECKPOINT_NAME
-    temporary = path.with_name(path.name + ".tmp")
-    with temporary.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    fault_point("checkpoint")
-    os.replace(temporary, path)
-    fsync_dir(directory)
+    write_atomically(directory / CHECKPOINT_NAME, data, before_rename=lambda: fault_point("checkpoint"))
 
 
 def load_checkpoint(directory: Path, config: SearchConfig) -> Checkpoint | None:
@@ -108,7 +94,7 @@ def load_checkpoint(directory: Path, config: SearchConfig) -> Checkpoint | None:
     return checkpoint
 
 
-def read_candidate_log(directory: Path) -> list[CandidateRecord]:
+def read_candidate_log(directory: Path) -> list[Candidate]:
     """Every finished candidate in the log. A line cut short by a kill is dropped (and cut from the file),
     since its candidate will simply be evaluated again."""
     path = directory / CANDIDATES_NAME
@@ -119,7 +105,7 @@ def read_candidate_log(directory: Path) -> list[CandidateRecord]:
     if len(complete) != len(data):
         with path.open("r+b") as handle:
             handle.truncate(len(complete))
-    return [CandidateRecord.from_json(json.loads(line)) for line in complete.decode().splitlines() if line]
+    return [Candidate.from_json(json.loads(line)) for line in complete.decode().splitlines() if line]
 
 
 class CandidateLog:
@@ -137,10 +123,10 @@ class CandidateLog:
         self._fsyncs = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evomerge-fsync")
         self._pending: list[Future[None]] = []
 
-    def append(self, record: CandidateRecord) -> None:
+    def append(self, candidate: Candidate) -> None:
         if self._handle is None:
             self._handle = self.path.open("a")
-        self._handle.write(json.dumps(record.to_json()) + "\n")
+        self._handle.write(json.dumps(candidate.to_json()) + "\n")
         self._handle.flush()
         self._pending = [future for future in self._pending if not future.done() or future.exception()]
         self._pending.append(self._fsyncs.submit(os.fsync, self._handle.fileno()))
@@ -161,6 +147,4 @@ class CandidateLog:
 
 
 def write_json_atomically(path: Path, data: Any) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(data, indent=2))
-    os.replace(temporary, path)
+    write_atomically(path, json.dumps(data, indent=2).encode())

@@ -4,9 +4,9 @@ Each is a thin wrapper over a pure function in `tasks/`; the wrapper adds the ta
 Prefect UI, named after the candidate or parent, with its state and timing), result persistence and caching,
 and nothing else.
 
-A candidate's merge and evaluation are cached under content keys (`tasks.candidate.merge_key` /
-`candidate_key`: the canonical recipe, the parents' content hashes, the evaluation config), never paths,
-and their results are persisted. A retried flow run (the UI's Retry, `prefect flow-run retry`) therefore
+A candidate's merge and evaluation are cached under content keys (`genetics.candidate.content_key`: the
+canonical recipe, the parents' content hashes, the evaluation config), never paths, and their results are
+persisted. A retried flow run (the UI's Retry, `prefect flow-run retry`) therefore
 finds its finished downloads and merges `Cached` and redoes only what had not finished. A cached merge
 leaves the in-memory workbench as it was, so `evaluate` first makes the workbench hold its recipe
 (`Workbench.ensure`, checked against the cached tensors hash). Parents and held-out scoring pass no key
@@ -22,12 +22,12 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 
-from tasks.candidate import CandidateRecord
+from genetics.candidate import Candidate
+from genetics.fitness import best_candidate
 from tasks.download import ResolvedModel, download_model
 from tasks.evaluate import Evaluator, Scores
 from tasks.faults import fault_point
 from tasks.merge.recipe import Recipe
-from tasks.select import best_candidate
 from tasks.workbench import Workbench
 
 
@@ -74,5 +74,5 @@ def evaluate(
 
 
 @task(name="select", cache_policy=NO_CACHE)
-def select(records: list[CandidateRecord]) -> CandidateRecord | None:
-    return best_candidate(records)
+def select(candidates: list[Candidate]) -> Candidate | None:
+    return best_candidate(candidates)

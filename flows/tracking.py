@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 from rich.console import Console
 
 from flows.paths import default_mlflow_dir, evomerge_version
-from tasks.candidate import CandidateRecord
+from genetics.candidate import Candidate
 from tasks.faults import fault_point
 
 MAX_PARAM_LENGTH = 6000
@@ -142,7 +142,7 @@ class SearchTracker:
     def candidate_runs(self) -> list[Any]:
         return nested_runs(self.client, self.experiment_id, self.run_id)
 
-    def reconcile(self, records: list[CandidateRecord]) -> tuple[list[CandidateRecord], int]:
+    def reconcile(self, records: list[Candidate]) -> tuple[list[Candidate], int]:
         """Bring the nested runs in line with candidates.jsonl, the search's record: per candidate key keep one
         finished run and delete the rest (duplicates, runs cut short by a kill, runs of candidates the log
         does not hold, which will be evaluated again). Returns the records that have no run yet and how
@@ -169,7 +169,7 @@ class SearchTracker:
         metrics = [Metric(f"parent/{name}/{task}", value, now, 0) for task, value in scores.items()]
         self.client.log_batch(self.run_id, metrics=metrics)
 
-    def log_candidate(self, record: CandidateRecord, parent_hashes: dict[str, str]) -> None:
+    def log_candidate(self, record: Candidate, parent_hashes: dict[str, str]) -> None:
         """A finished nested run holding the candidate's genes, scores, recipe and lineage."""
         run = self.client.create_run(
             self.experiment_id,
@@ -201,12 +201,14 @@ class SearchTracker:
         }
         if record.tensors_sha256:
             tags["tensors_sha256"] = record.tensors_sha256
+        if record.worker:
+            tags["worker"] = record.worker
         if record.error:
             tags["error"] = record.error[:5000]
         self.client.log_batch(
             run_id,
             metrics=metrics,
-            params=[Param(k, repr(v)) for k, v in record.genes.items()],
+            params=[Param(k, repr(v)) for k, v in record.named_genes().items()],
             tags=[RunTag(k, v) for k, v in tags.items()],
         )
         self.client.log_text(run_id, record.recipe.to_yaml(), "recipe.yaml")
@@ -215,7 +217,7 @@ class SearchTracker:
     def log_artifact(self, path: Path) -> None:
         self.client.log_artifact(self.run_id, str(path))
 
-    def log_best(self, record: CandidateRecord) -> None:
+    def log_best(self, record: Candidate) -> None:
         now = int(time.time() * 1000)
         metrics = [Metric("best/fitness", record.fitness or 0.0, now, 0)]
         if record.retention is not None:
@@ -233,7 +235,7 @@ class SearchTracker:
         )
         self.client.log_text(self.run_id, record.recipe.to_yaml(), "best/recipe.yaml")
 
-    def register_winner(self, name: str, record: CandidateRecord, model_dir: Path, description: str) -> str:
+    def register_winner(self, name: str, record: Candidate, model_dir: Path, description: str) -> str:
         """The winner as a version of registered model `name`: its files logged under the search run
         (`best/model`), its recipe and scores in the description and tags. Idempotent per search run and
         candidate (the queue may retry it, a rerun of a finished search calls it again). Returns the version."""
@@ -280,7 +282,7 @@ class SearchTracker:
         self.client.set_terminated(self.run_id, "FINISHED" if ok else "FAILED")
 
 
-def sync_candidates(tracker: SearchTracker, records: list[CandidateRecord], parent_hashes: dict[str, str]) -> None:
+def sync_candidates(tracker: SearchTracker, records: list[Candidate], parent_hashes: dict[str, str]) -> None:
     """Log the candidates that candidates.jsonl holds and MLflow lacks (after a kill or an MLflow outage)."""
     missing, dropped = tracker.reconcile(records)
     for record in missing:

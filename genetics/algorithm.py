@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from genetics.candidate import Candidate
 from genetics.cma_es import CmaEs
 from genetics.ga import GeneticAlgorithm
-from genetics.individual import Individual
 from genetics.nsga2 import Nsga2
 from genetics.random_search import RandomSearch
 from genetics.search_config import (
@@ -24,11 +24,11 @@ class SearchAlgorithm(Protocol):
 
     generation: int
 
-    def ask(self) -> list[Individual]: ...
+    def ask(self) -> list[Candidate]: ...
 
-    def tell(self, individuals: list[Individual]) -> None: ...
+    def tell(self, individuals: list[Candidate]) -> None: ...
 
-    def best(self) -> list[Individual]:
+    def best(self) -> list[Candidate]:
         """The hall of fame (best first), or for NSGA-II the Pareto front."""
         ...
 

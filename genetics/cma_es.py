@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 from deap import cma
 
-from genetics.individual import HALL_OF_FAME, Individual, OwnedRandomness, clamp_unit, keep_best
+from genetics.candidate import Candidate
+from genetics.individual import HALL_OF_FAME, OwnedRandomness, clamp_unit, keep_best
 from genetics.search_config import CmaEsSettings
 
 OUT_OF_BOUNDS_PENALTY = 1.0
@@ -33,7 +34,7 @@ class CmaEs:
     genome_size: int
     seed: int
     generation: int = 0
-    hall_of_fame: list[Individual] = field(default_factory=list)
+    hall_of_fame: list[Candidate] = field(default_factory=list)
     randomness: OwnedRandomness = field(init=False)
     strategy: Any = field(init=False)
     raw_samples: list[list[float]] = field(default_factory=list)
@@ -49,21 +50,21 @@ class CmaEs:
         options = {} if self.settings.population_size is None else {"lambda_": self.settings.population_size}
         self.strategy = cma.Strategy(centroid=start, sigma=self.settings.sigma, **options)
 
-    def ask(self) -> list[Individual]:
+    def ask(self) -> list[Candidate]:
         with self.randomness.active():
             samples = self.strategy.generate(lambda values: [float(v) for v in values])
         self.raw_samples = samples
         return [
-            Individual(clamp_unit(sample), genetic_parents=self.centroid_parents, origin="cma-es") for sample in samples
+            Candidate(clamp_unit(sample), genetic_parents=self.centroid_parents, origin="cma-es") for sample in samples
         ]
 
-    def tell(self, individuals: list[Individual]) -> None:
+    def tell(self, individuals: list[Candidate]) -> None:
         if len(individuals) != len(self.raw_samples):
             raise ValueError(f"CMA-ES asked for {len(self.raw_samples)} scores and was told {len(individuals)}")
         ranked = []
         for individual, raw in zip(individuals, self.raw_samples, strict=True):
-            if individual.fitness is None:
-                raise ValueError(f"individual without fitness: {individual.candidate_id}")
+            if not individual.scored:
+                raise ValueError(f"individual not scored: {individual.candidate_id}")
             sample = np.asarray(raw, dtype=float).view(_Ranked)
             moved = float(np.sum((np.asarray(raw) - np.asarray(individual.genes)) ** 2))
             feasible, value = individual.rank()
@@ -75,5 +76,5 @@ class CmaEs:
         self.hall_of_fame = keep_best(self.hall_of_fame + individuals, HALL_OF_FAME)
         self.generation += 1
 
-    def best(self) -> list[Individual]:
+    def best(self) -> list[Candidate]:
         return list(self.hall_of_fame)

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 from deap import tools
 
-from genetics.individual import Individual, OwnedRandomness, clamp_unit, keep_best
+from genetics.candidate import Candidate
+from genetics.individual import OwnedRandomness, clamp_unit, keep_best
 from genetics.search_config import GeneticAlgorithmSettings, OperatorSettings
 
 
@@ -27,26 +28,26 @@ class GeneticAlgorithm:
     genome_size: int
     seed: int
     generation: int = 0
-    population: list[Individual] = field(default_factory=list)
-    hall_of_fame: list[Individual] = field(default_factory=list)
+    population: list[Candidate] = field(default_factory=list)
+    hall_of_fame: list[Candidate] = field(default_factory=list)
     randomness: OwnedRandomness = field(init=False)
 
     def __post_init__(self) -> None:
         self.randomness = OwnedRandomness(self.seed)
 
-    def ask(self) -> list[Individual]:
+    def ask(self) -> list[Candidate]:
         """The next generation's individuals to evaluate (elites are carried over already scored)."""
         with self.randomness.active():
             if not self.population:
                 return [
-                    Individual([random.random() for _ in range(self.genome_size)])
+                    Candidate([random.random() for _ in range(self.genome_size)])
                     for _ in range(self.settings.population_size)
                 ]
             return self._breed()
 
-    def _breed(self) -> list[Individual]:
+    def _breed(self) -> list[Candidate]:
         s = self.settings
-        ranked = sorted(self.population, key=Individual.rank, reverse=True)
+        ranked = sorted(self.population, key=Candidate.rank, reverse=True)
         elites = [ind.copy() for ind in ranked[: s.elite]]
         for elite in elites:
             elite.origin = "elite"
@@ -56,27 +57,27 @@ class GeneticAlgorithm:
             tournsize=s.tournament_size,
         )
         children = [
-            Individual(list(c.individual.genes), genetic_parents=(c.individual.candidate_id,), origin="copy")
+            Candidate(list(c.individual.genes), genetic_parents=(c.individual.candidate_id,), origin="copy")
             for c in chosen
         ]
         vary(children, s)
         renew_repeats(children, [ind.genes for ind in self.population], s)
         return elites + children
 
-    def best(self) -> list[Individual]:
+    def best(self) -> list[Candidate]:
         return list(self.hall_of_fame)
 
-    def tell(self, individuals: list[Individual]) -> None:
+    def tell(self, individuals: list[Candidate]) -> None:
         """Scores of the individuals `ask` returned; they become the population bred from next."""
-        missing = [ind.candidate_id for ind in individuals if ind.fitness is None]
+        missing = [ind.candidate_id for ind in individuals if not ind.scored]
         if missing:
-            raise ValueError(f"individuals without fitness: {missing}")
+            raise ValueError(f"individuals not scored: {missing}")
         self.population = individuals
         self.hall_of_fame = keep_best(self.hall_of_fame + individuals, self.settings.hall_of_fame)
         self.generation += 1
 
 
-def vary(children: list[Individual], settings: OperatorSettings) -> None:
+def vary(children: list[Candidate], settings: OperatorSettings) -> None:
     """Pairwise SBX crossover, then polynomial mutation, in place, bounded to [0, 1]; lineage follows."""
     for left, right in zip(children[::2], children[1::2], strict=False):
         if random.random() < settings.crossover_probability:
@@ -94,7 +95,7 @@ def vary(children: list[Individual], settings: OperatorSettings) -> None:
 
 
 def renew_repeats(
-    children: list[Individual], known: list[list[float]], settings: OperatorSettings, attempts: int = 20
+    children: list[Candidate], known: list[list[float]], settings: OperatorSettings, attempts: int = 20
 ) -> None:
     """Mutate, in place, each child whose genes equal a `known` genome or an earlier child's, until they
     differ (at most `attempts` polynomial mutations of every gene; a child still repeating after that is
@@ -115,7 +116,7 @@ def renew_repeats(
 class _Scored:
     """Adapter giving DEAP's selection the `.fitness` it sorts on."""
 
-    individual: Individual
+    individual: Candidate
     value: tuple[int, float]
 
     @property

@@ -1,4 +1,4 @@
-"""One point of the search and the random streams the algorithms draw it from.
+"""The random streams the algorithms draw their candidates from, and the helpers they share.
 
 DEAP's operators draw from Python's global `random` and `deap.cma` from NumPy's global generator. Each
 algorithm owns its own copy of both states and swaps them in only while it breeds (`OwnedRandomness`), so a
@@ -15,40 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from genetics.candidate import Candidate
+
 HALL_OF_FAME = 5
 """Best distinct genomes kept by the algorithms that have no setting for it."""
-
-
-@dataclass
-class Individual:
-    genes: list[float]
-    candidate_id: str = ""
-    genetic_parents: tuple[str, ...] = ()
-    fitness: float | None = None
-    objectives: tuple[float, ...] = ()
-    """One score per task (NSGA-II's objectives); the other algorithms rank on `fitness` alone."""
-    origin: str = "random"
-    feasible: bool = True
-    """False for a candidate that failed or broke the forgetting guard: it ranks below every feasible one
-    (Deb's constraint rule, 2000), whatever its fitness."""
-    violation: float = 0.0
-    """How far an infeasible candidate is from feasible (inf for a failed one); less ranks higher."""
-
-    def copy(self) -> Individual:
-        return Individual(
-            list(self.genes),
-            self.candidate_id,
-            self.genetic_parents,
-            self.fitness,
-            self.objectives,
-            self.origin,
-            self.feasible,
-            self.violation,
-        )
-
-    def rank(self) -> tuple[int, float]:
-        """What the algorithms sort on: feasible ones by fitness, above infeasible ones by violation."""
-        return (1, self.fitness or 0.0) if self.feasible else (0, -self.violation)
 
 
 @dataclass
@@ -84,14 +54,14 @@ def clamp_unit(genes: Any) -> list[float]:
     return [min(1.0, max(0.0, float(g))) for g in genes]
 
 
-def distinct(individuals: list[Individual]) -> list[Individual]:
-    """The first individual seen of each genome, in order."""
-    unique: dict[tuple[float, ...], Individual] = {}
-    for individual in individuals:
-        unique.setdefault(tuple(individual.genes), individual)
+def distinct(candidates: list[Candidate]) -> list[Candidate]:
+    """The first candidate seen of each genome, in order."""
+    unique: dict[tuple[float, ...], Candidate] = {}
+    for candidate in candidates:
+        unique.setdefault(tuple(candidate.genes), candidate)
     return list(unique.values())
 
 
-def keep_best(individuals: list[Individual], count: int) -> list[Individual]:
+def keep_best(candidates: list[Candidate], count: int) -> list[Candidate]:
     """The `count` fittest distinct genomes, best first; among equals the earliest seen."""
-    return sorted(distinct(individuals), key=Individual.rank, reverse=True)[:count]
+    return sorted(distinct(candidates), key=Candidate.rank, reverse=True)[:count]

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 
 from deap import base, tools
 
+from genetics.candidate import Candidate
 from genetics.ga import renew_repeats, vary
-from genetics.individual import Individual, OwnedRandomness, distinct
+from genetics.individual import OwnedRandomness, distinct
 from genetics.search_config import Nsga2Settings
 
 
@@ -43,11 +44,11 @@ class _Maximise(base.Fitness):
 class _Ranked:
     """An individual as DEAP's NSGA-II functions see it (a `.fitness` with values and crowding)."""
 
-    individual: Individual
+    individual: Candidate
     fitness: _Maximise
 
 
-def _ranked(individuals: list[Individual]) -> list[_Ranked]:
+def _ranked(individuals: list[Candidate]) -> list[_Ranked]:
     missing = [ind.candidate_id for ind in individuals if not ind.objectives]
     if missing:
         raise ValueError(f"individuals without objectives: {missing}")
@@ -63,32 +64,32 @@ class Nsga2:
     genome_size: int
     seed: int
     generation: int = 0
-    population: list[Individual] = field(default_factory=list)
-    pareto_front: list[Individual] = field(default_factory=list)
+    population: list[Candidate] = field(default_factory=list)
+    pareto_front: list[Candidate] = field(default_factory=list)
     randomness: OwnedRandomness = field(init=False)
 
     def __post_init__(self) -> None:
         self.randomness = OwnedRandomness(self.seed)
 
-    def ask(self) -> list[Individual]:
+    def ask(self) -> list[Candidate]:
         with self.randomness.active():
             if not self.population:
                 return [
-                    Individual([random.random() for _ in range(self.genome_size)], origin="random")
+                    Candidate([random.random() for _ in range(self.genome_size)], origin="random")
                     for _ in range(self.settings.population_size)
                 ]
             ranked = _ranked(self.population)
             tools.emo.assignCrowdingDist(ranked)
             chosen = tools.selTournamentDCD(ranked, len(ranked))
             children = [
-                Individual(list(c.individual.genes), genetic_parents=(c.individual.candidate_id,), origin="copy")
+                Candidate(list(c.individual.genes), genetic_parents=(c.individual.candidate_id,), origin="copy")
                 for c in chosen
             ]
             vary(children, self.settings)
             renew_repeats(children, [ind.genes for ind in self.population], self.settings)
             return children
 
-    def tell(self, individuals: list[Individual]) -> None:
+    def tell(self, individuals: list[Candidate]) -> None:
         survivors = tools.selNSGA2(_ranked(self.population + individuals), self.settings.population_size)
         self.population = [r.individual for r in survivors]
         archive = _ranked(self.pareto_front + individuals)
@@ -97,5 +98,5 @@ class Nsga2:
         self.pareto_front = sorted(members, key=lambda ind: ind.objectives, reverse=True)
         self.generation += 1
 
-    def best(self) -> list[Individual]:
+    def best(self) -> list[Candidate]:
         return list(self.pareto_front)

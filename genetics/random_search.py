@@ -5,7 +5,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from genetics.individual import HALL_OF_FAME, Individual, OwnedRandomness, keep_best
+from genetics.candidate import Candidate
+from genetics.individual import HALL_OF_FAME, OwnedRandomness, keep_best
 from genetics.search_config import RandomSearchSettings
 
 
@@ -15,22 +16,22 @@ class RandomSearch:
     genome_size: int
     seed: int
     generation: int = 0
-    hall_of_fame: list[Individual] = field(default_factory=list)
+    hall_of_fame: list[Candidate] = field(default_factory=list)
     randomness: OwnedRandomness = field(init=False)
 
     def __post_init__(self) -> None:
         self.randomness = OwnedRandomness(self.seed)
 
-    def ask(self) -> list[Individual]:
+    def ask(self) -> list[Candidate]:
         with self.randomness.active():
             return [
-                Individual([random.random() for _ in range(self.genome_size)], origin="random")
+                Candidate([random.random() for _ in range(self.genome_size)], origin="random")
                 for _ in range(self.settings.population_size)
             ]
 
-    def tell(self, individuals: list[Individual]) -> None:
+    def tell(self, individuals: list[Candidate]) -> None:
         self.hall_of_fame = keep_best(self.hall_of_fame + individuals, HALL_OF_FAME)
         self.generation += 1
 
-    def best(self) -> list[Individual]:
+    def best(self) -> list[Candidate]:
         return list(self.hall_of_fame)

@@ -1,4 +1,4 @@
-"""From metrics to one fitness number, and from candidates to the winner.
+"""From metrics to one fitness number.
 
 Every task contributes its value oriented so that higher is better (a metric lm-eval marks lower-is-better,
 perplexity or bits per byte, counts negated), weighted as the config says; fitness is their weighted mean
@@ -7,11 +7,10 @@ or their minimum. Reports show the raw values beside their direction.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from tasks.candidate import CandidateRecord
 from tasks.errors import EvaluationError
 
 Scores = Mapping[str, Mapping[str, float]]
@@ -101,14 +100,6 @@ def task_scores(scores: Scores, metric: str, order: Sequence[str] = ()) -> dict[
 def fitness_of(scores: Scores, metric: str, aggregate: Literal["mean", "min"]) -> float:
     """Fitness over every task in `scores`, one metric, all weighted alike and higher-is-better."""
     return FitnessPolicy(tuple(Objective(task, metric) for task in scores), aggregate).fitness(scores)
-
-
-def best_candidate(records: Iterable[CandidateRecord]) -> CandidateRecord | None:
-    """Highest fitness among the candidates that finished and kept the guard; ties go to the earliest."""
-    finished = [r for r in records if r.status == "ok" and r.fitness is not None and r.feasible]
-    if not finished:
-        return None
-    return max(enumerate(finished), key=lambda pair: (pair[1].fitness, -pair[0]))[1]
 
 
 @dataclass(frozen=True)

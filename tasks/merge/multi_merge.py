@@ -22,6 +22,7 @@ from typing import Literal
 
 import torch
 
+from tasks.atomic import fsync_dir
 from tasks.errors import EvomergeError
 from tasks.merge.engine import merge_job, release_inputs, verify_finite
 from tasks.merge.plan import MergePlan, plan_merge
@@ -31,7 +32,6 @@ from tasks.merge.writer import (
     ProgressCallback,
     copy_auxiliary_files,
     fresh_partial_dir,
-    fsync_dir,
     partial_dir,
     publish,
     write_files,

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from tasks.atomic import fsync_dir
 from tasks.errors import EvomergeError, RecipeError
 from tasks.merge.engine import (
     BlockPool,
@@ -58,15 +59,6 @@ ProgressCallback = Callable[[str, int], None]
 def _fsync_file(path: Path) -> None:
     with path.open("rb") as handle:
         os.fsync(handle.fileno())
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename or a new file in `path` durable (the directory entry itself is data too)."""
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 SAFETENSORS_NAMES = {dtype: name for name, dtype in SAFETENSORS_DTYPES.items()}

@@ -5,7 +5,7 @@ spent outside the models' forward passes (merging, Prefect, MLflow, bookkeeping)
         [--without-candidate-logging]
 
 The search runs in this process, as `evomerge search` runs it (Prefect flow, MLflow store, lm-eval). Three
-clocks are added for the measurement only: one around the search loop (`flows.search._run_generations`,
+clocks are added for the measurement only: one around the search loop (`flows.search._run_loop`,
 which covers every candidate's merge, evaluation, MLflow logging, checkpoint), one around
 `GenerationMixin.generate`, where lm-eval's generation (every forward pass) happens, and one around the
 whole lm-eval call (`Evaluator._run`: building the requests, generating, scoring the answers). Two
@@ -104,6 +104,7 @@ def measure(args: argparse.Namespace, work: Path) -> None:
     import flows  # noqa: F401  (Prefect and HF defaults)
     import flows.search as search_module
     import flows.stages as stages_module
+    from flows.search_context import merge_ahead_enabled
     from tasks.evaluate import Evaluator
     from tasks.workbench import Workbench
 
@@ -111,7 +112,7 @@ def measure(args: argparse.Namespace, work: Path) -> None:
     inner = (forward, scoring, merging, waiting, tasks)
     for clock in inner:
         clock.active = False
-    original_loop = search_module._run_generations
+    original_loop = search_module._run_loop
 
     def timed_loop(*loop_args: Any, **loop_kwargs: Any) -> str:
         for clock in inner:
@@ -122,7 +123,7 @@ def measure(args: argparse.Namespace, work: Path) -> None:
             for clock in inner:
                 clock.active = False
 
-    search_module._run_generations = timed_loop  # type: ignore[assignment]
+    search_module._run_loop = timed_loop  # type: ignore[assignment]
     GenerationMixin.generate = forward.wrap(GenerationMixin.generate)  # type: ignore[method-assign]
     Evaluator._run = scoring.wrap(Evaluator._run)  # type: ignore[method-assign]
     Workbench.load_recipe = merging.wrap(Workbench.load_recipe)  # type: ignore[method-assign]
@@ -146,10 +147,10 @@ def measure(args: argparse.Namespace, work: Path) -> None:
     summary = search_module.search(str(config_path), str(work / "out"), str(ROOT / "zoo"))
     total = time.perf_counter() - started
 
-    evaluations = summary["evaluations"]
+    evaluations = summary.evaluations
     outside = loop.seconds - forward.seconds
     print(f"config: {args.config} ({config['algorithm'].get('name', 'ga')}), budget {args.evaluations} evaluations")
-    print(f"merge ahead (EVOMERGE_MERGE_AHEAD): {'on' if search_module.merge_ahead_enabled() else 'off'}")
+    print(f"merge ahead (EVOMERGE_MERGE_AHEAD): {'on' if merge_ahead_enabled() else 'off'}")
     if args.without_candidate_logging:
         print("experiment: candidates NOT logged to MLflow")
     print(f"whole search (start-up, parents, loop, winner): {total:.1f} s")

@@ -147,7 +147,7 @@ def test_continuing_nights_resume_one_search_with_a_raised_budget(zoo_dir: Path,
     night = (
         "import json, sys; from flows.search import search; "
         "s = search(sys.argv[1], sys.argv[2], nightly='continue', evaluations_per_night=3); "
-        "print(json.dumps({k: s[k] for k in ('evaluations', 'mlflow_run_id', 'stop_reason', 'seed')}))"
+        "print(json.dumps({k: getattr(s, k) for k in ('evaluations', 'mlflow_run_id', 'stop_reason', 'seed')}))"
     )
     nights = []
     for _ in range(2):

@@ -7,7 +7,7 @@ import pickle
 import pytest
 
 from genetics.algorithm import SearchAlgorithm, make_algorithm
-from genetics.individual import Individual
+from genetics.candidate import Candidate
 from genetics.search_config import CmaEsSettings, GeneticAlgorithmSettings, Nsga2Settings, RandomSearchSettings
 
 TARGET = [0.3, 0.8, 0.1, 0.6]
@@ -26,9 +26,10 @@ def objectives(genes: list[float]) -> tuple[float, float]:
     return near, mirror
 
 
-def score(individuals: list[Individual], generation: int) -> None:
+def score(individuals: list[Candidate], generation: int) -> None:
     for index, individual in enumerate(individuals):
-        if individual.fitness is None:
+        if not individual.scored:
+            individual.status = "ok"
             individual.candidate_id = f"g{generation}-c{index}"
             individual.objectives = objectives(individual.genes)
             individual.fitness = individual.objectives[0]
@@ -107,7 +108,7 @@ def test_ga_children_never_repeat_a_parent_or_each_other() -> None:
     itself gives it back, so without `renew_repeats` all ten children would repeat it (and, their key being
     already scored, leave the generation with nothing new to evaluate)."""
     ga = make_algorithm(GeneticAlgorithmSettings(population_size=12, elite=2), len(TARGET), seed=1)
-    same = [Individual(list(TARGET), candidate_id=f"g0-c{index}", fitness=0.5) for index in range(12)]
+    same = [Candidate(list(TARGET), candidate_id=f"g0-c{index}", fitness=0.5, status="ok") for index in range(12)]
     ga.tell(same)
     bred = ga.ask()
     elites, children = bred[:2], bred[2:]
@@ -121,7 +122,8 @@ def test_ga_children_never_repeat_a_parent_or_each_other() -> None:
 def test_nsga2_offspring_never_repeat_a_parent_or_each_other() -> None:
     nsga2 = make_algorithm(Nsga2Settings(population_size=12), len(TARGET), seed=1)
     same = [
-        Individual(list(TARGET), candidate_id=f"g0-c{index}", fitness=0.5, objectives=(0.5, 0.5)) for index in range(12)
+        Candidate(list(TARGET), candidate_id=f"g0-c{index}", fitness=0.5, objectives=(0.5, 0.5), status="ok")
+        for index in range(12)
     ]
     nsga2.tell(same)
     genomes = [tuple(ind.genes) for ind in nsga2.ask()]

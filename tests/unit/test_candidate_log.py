@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from flows.search_state import CANDIDATES_NAME, CandidateLog, read_candidate_log
-from tasks.candidate import CandidateRecord
+from genetics.candidate import Candidate
 from tasks.merge.recipe import parse_recipe
 
 
-def record(index: int) -> CandidateRecord:
+def record(index: int) -> Candidate:
     recipe = parse_recipe(
         {
             "merge_method": "task_arithmetic",
@@ -27,8 +27,8 @@ def record(index: int) -> CandidateRecord:
         },
         "test recipe",
     )
-    return CandidateRecord(
-        candidate_id=f"g00-c{index:02d}", generation=0, key=f"key-{index}", recipe=recipe, genes={"w": 0.1 * index}
+    return Candidate(
+        [0.1 * index], f"g00-c{index:02d}", key=f"key-{index}", recipe=recipe, gene_names=("w",), status="ok"
     )
 
 

@@ -7,10 +7,11 @@ import math
 
 import pytest
 
-from tasks.candidate import CandidateRecord
+from genetics.candidate import Candidate
+from genetics.fitness import best_candidate
 from tasks.errors import EvaluationError
 from tasks.merge.recipe import parse_recipe
-from tasks.select import FitnessPolicy, GuardPolicy, Objective, best_candidate, fitness_of
+from tasks.select import FitnessPolicy, GuardPolicy, Objective, fitness_of
 
 SCORES = {
     "add": {"exact_match": 0.8},
@@ -61,9 +62,17 @@ def test_guard_retention_reference_and_violation() -> None:
         guard.reference_model(parents, None)
 
 
-def _record(candidate_id: str, fitness: float, feasible: bool = True, status: str = "ok") -> CandidateRecord:
+def _record(candidate_id: str, fitness: float, feasible: bool = True, status: str = "ok") -> Candidate:
     recipe = parse_recipe({"merge_method": "linear", "models": [{"model": "a", "parameters": {"weight": 1.0}}]}, "t")
-    return CandidateRecord(candidate_id, 0, candidate_id, recipe, {}, status=status, fitness=fitness, feasible=feasible)  # type: ignore[arg-type]
+    return Candidate(
+        [],
+        candidate_id,
+        key=candidate_id,
+        recipe=recipe,
+        status=status,
+        fitness=fitness,
+        feasible=feasible,  # type: ignore[arg-type]
+    )
 
 
 def test_the_winner_kept_the_guard() -> None:
