@@ -241,6 +241,38 @@ def _print_zoo_table(manifest: object) -> None:
     console.print(table)
 
 
+RunnerName = Annotated[
+    str | None,
+    typer.Option("--runner", help="where candidates are scored: local (this process) or dask (default: the config's)"),
+]
+DaskAddress = Annotated[
+    str | None,
+    typer.Option("--address", help="dask: an existing scheduler, tcp://HOST:PORT (default: a local cluster)"),
+]
+DaskWorkers = Annotated[int | None, typer.Option("--workers", min=1, help="dask: worker processes of a local cluster")]
+ThreadsPerWorker = Annotated[int | None, typer.Option("--threads-per-worker", min=1, help="dask: threads per worker")]
+GpusPerWorker = Annotated[
+    int | None, typer.Option("--gpus-per-worker", min=0, help="dask: GPUs per worker (1: one worker per GPU)")
+]
+
+
+def _runner_overrides(
+    runner: str | None, address: str | None, workers: int | None, threads: int | None, gpus: int | None
+) -> dict[str, object] | None:
+    """The --runner flags that were given, as `runner:` settings (an address or a worker count implies dask)."""
+    if runner not in (None, "local", "dask"):
+        _fail(EvomergeError(f"--runner {runner!r}: expected local or dask"))
+    given = {
+        "name": runner or ("dask" if address or workers or threads or gpus else None),
+        "address": address,
+        "workers": workers,
+        "threads_per_worker": threads,
+        "gpus_per_worker": gpus,
+    }
+    overrides = {key: value for key, value in given.items() if value is not None}
+    return overrides or None
+
+
 @app.command()
 def search(
     config: Annotated[Path, typer.Argument(help="search YAML (see configs/searches/demo.yaml)")],
@@ -249,10 +281,17 @@ def search(
     resume: Annotated[
         bool, typer.Option("--resume", help="insist on continuing the search checkpointed in the output directory")
     ] = False,
+    runner: RunnerName = None,
+    address: DaskAddress = None,
+    workers: DaskWorkers = None,
+    threads_per_worker: ThreadsPerWorker = None,
+    gpus_per_worker: GpusPerWorker = None,
 ) -> None:
     """Run the genetic search of CONFIG: a Prefect flow logged to MLflow; prints parents vs child.
 
-    Rerunning the same command on the same output directory continues a stopped or killed search."""
+    Rerunning the same command on the same output directory continues a stopped or killed search (on any
+    runner: `--runner dask` scores a generation's candidates at once on Dask workers, same results)."""
+    overrides = _runner_overrides(runner, address, workers, threads_per_worker, gpus_per_worker)
     from flows.preflight import check_search_config
 
     try:
@@ -264,8 +303,14 @@ def search(
     from flows.search import search as search_flow
 
     try:
-        check_search_inputs(str(config), str(out) if out else None, resume)
-        summary = search_flow(str(config), str(out) if out else None, str(zoo_dir) if zoo_dir else None, resume=resume)
+        check_search_inputs(str(config), str(out) if out else None, resume, runner=overrides)
+        summary = search_flow(
+            str(config),
+            str(out) if out else None,
+            str(zoo_dir) if zoo_dir else None,
+            resume=resume,
+            runner=overrides,
+        )
     except EvomergeError as error:
         _fail(error)
     print_search_report(summary, console)
@@ -307,7 +352,17 @@ def demo(
         _ensure_zoo(default_zoo_dir())
     except EvomergeError as error:
         _fail(error)
-    search(DEMO_CONFIG, out, None, resume=False)
+    search(
+        DEMO_CONFIG,
+        out,
+        None,
+        resume=False,
+        runner=None,
+        address=None,
+        workers=None,
+        threads_per_worker=None,
+        gpus_per_worker=None,
+    )
 
 
 @app.command()
@@ -326,6 +381,11 @@ def serve(
     ] = None,
     out: Annotated[Path | None, typer.Option(help="output directory (default: runs/<name>)")] = None,
     zoo_dir: Annotated[Path | None, typer.Option(help="where zoo:NAME models live")] = None,
+    runner: RunnerName = None,
+    address: DaskAddress = None,
+    workers: DaskWorkers = None,
+    threads_per_worker: ThreadsPerWorker = None,
+    gpus_per_worker: GpusPerWorker = None,
 ) -> None:
     """Serve the search as a Prefect deployment (no Docker, no work pool): scheduled runs, runs started
     from the UI, and retries of failed runs execute in this process until it is stopped. Needs a Prefect
@@ -345,7 +405,8 @@ def serve(
     from flows.search import search as search_flow
 
     try:
-        loaded, _, _ = check_search_inputs(str(config.resolve()), str(out) if out else None, False)
+        overrides = _runner_overrides(runner, address, workers, threads_per_worker, gpus_per_worker)
+        loaded, _, _ = check_search_inputs(str(config.resolve()), str(out) if out else None, False, runner=overrides)
         from datetime import UTC, datetime
 
         night_date(datetime.now(UTC), timezone)  # a bad time zone fails here, not at 02:00
@@ -363,6 +424,7 @@ def serve(
             "nightly": nightly,
             "evaluations_per_night": evaluations_per_night,
             "timezone": timezone,
+            "runner": overrides,
         },
         description=f"evomerge search {loaded.name} ({nightly}, {cron or 'on demand'} {timezone})",
         tags=["evomerge"],

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from prefect.runtime import flow_run
 
@@ -35,7 +36,9 @@ def mlflow_wait() -> float:
     return float(os.environ.get("EVOMERGE_MLFLOW_WAIT", MLFLOW_WAIT_SECONDS))
 
 
-def finish_search(context: SearchContext, checkpoint: Checkpoint, state: SearchState) -> SearchSummary:
+def finish_search(
+    context: SearchContext, checkpoint: Checkpoint, state: SearchState, runner: dict[str, Any]
+) -> SearchSummary:
     """Write the winner as a model (checked against the evaluated tensors), log it, write summary.json."""
     config = context.config
     best = stages.select(state.candidates)
@@ -93,6 +96,7 @@ def finish_search(context: SearchContext, checkpoint: Checkpoint, state: SearchS
         prefect_flow_run_id=str(flow_run.get_id() or ""),
         prefect_flow_run_name=str(flow_run.get_name() or ""),
         evomerge_version=evomerge_version(),
+        runner=runner,
         leaderboard=[
             LeaderboardRow(
                 candidate_id=c.candidate_id,

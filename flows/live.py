@@ -35,10 +35,11 @@ class SearchProgress:
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
+            TextColumn("{task.fields[workers]}"),
             console=console,
         )
         self._task = self._progress.add_task(
-            "search", total=max(expected_evaluations(config), done), completed=done, generation=0, best="–"
+            "search", total=max(expected_evaluations(config), done), completed=done, generation=0, best="–", workers=""
         )
 
     def __enter__(self) -> SearchProgress:
@@ -50,10 +51,12 @@ class SearchProgress:
     ) -> None:
         self._progress.stop()
 
-    def update(self, *, evaluations: int, generation: int, best: float | None) -> None:
+    def update(self, *, evaluations: int, generation: int, best: float | None, workers: str = "") -> None:
+        """`workers`: the runner's busy/idle line (empty for the local runner)."""
         self._progress.update(
             self._task,
             completed=evaluations,
             generation=generation,
             best="–" if best is None else f"{best:.3f}",
+            workers=workers,
         )

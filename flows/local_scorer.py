@@ -12,6 +12,7 @@ import time
 import traceback
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from prefect.utilities.annotations import quote
 from rich.console import Console
@@ -42,6 +43,19 @@ class LocalScorer:
                 yield self.score_one(candidate, following)
         finally:
             self.workbench.settle()
+
+    def score_parent(self, name: str) -> Outcome:
+        """A parent's own weights, scored as a candidate is (a failure here is the search's)."""
+        started = time.perf_counter()
+        digest = stages.merge(self.workbench, None, name, parent=name)
+        scores = stages.evaluate(self.workbench, self.evaluator, name)
+        return Outcome(scores=scores, tensors_sha256=digest, seconds=time.perf_counter() - started)
+
+    def busy_line(self) -> str:
+        return ""
+
+    def report(self) -> dict[str, Any]:
+        return {"name": "local"}
 
     def score_one(self, candidate: Candidate, following: Candidate | None = None) -> Outcome:
         """Merge and score one candidate; its failure is its outcome, not raised (except a `StageFailure`,

@@ -112,6 +112,15 @@ def print_search_report(summary: SearchSummary, console: Console | None = None) 
         f"  open it with: {ui_command(summary.mlflow_tracking_uri)}",
         f"Prefect: flow run {summary.prefect_flow_run_name} ({summary.prefect_flow_run_id})",
     ]
+    runner = summary.runner
+    if runner.get("name") == "dask":
+        counts = ", ".join(f"{name} {load['candidates']}" for name, load in runner.get("workers", {}).items())
+        idle = runner.get("idle_share")
+        lines.insert(
+            1,
+            f"runner: dask; candidates per worker: {counts}"
+            + (f"; workers idle {100 * idle:.1f} % of the loop" if idle is not None else ""),
+        )
     api = os.environ.get("PREFECT_API_URL")
     if api:
         lines.append(f"  in the Prefect UI: {api.removesuffix('/api')}/runs/flow-run/{summary.prefect_flow_run_id}")

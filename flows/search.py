@@ -24,10 +24,10 @@ from prefect.runtime import flow_run
 from flows.console import console
 from flows.finish import finish_search, mlflow_wait
 from flows.live import SearchProgress
-from flows.local_scorer import LocalScorer
 from flows.nightly import NightlyMode, plan_night
 from flows.paths import runs_dir
 from flows.preflight import check_search_config
+from flows.runners import Runner, open_runner
 from flows.search_context import SearchContext, prepare_search, set_guard_reference, start_search
 from flows.search_state import (
     Checkpoint,
@@ -43,7 +43,7 @@ from flows.tracking_queue import TrackingQueue
 from genetics.candidate import Candidate
 from genetics.fitness import best_candidate
 from genetics.loop import GenerationStats, Hooks, SearchState, StopReason, budget_raised, run_generations
-from genetics.search_config import SearchConfig
+from genetics.search_config import RunnerSettings, SearchConfig
 from tasks.errors import EvomergeError
 from tasks.faults import set_fault_scope
 
@@ -55,13 +55,17 @@ def check_search_inputs(
     nightly: NightlyMode | None = None,
     evaluations_per_night: int | None = None,
     timezone: str = "UTC",
+    runner: dict[str, Any] | None = None,
 ) -> tuple[SearchConfig, Path, Checkpoint | None]:
     """The config, the output directory and its checkpoint, or the error a user must fix first (a bad config,
     a directory holding another search, `--resume` with nothing to resume). Runs before anything is written;
     the CLI calls it before starting the flow, so these errors come without a Prefect traceback.
 
-    A scheduled (`nightly`) run gets its night's output directory, seed and budget (flows/nightly.py)."""
+    A scheduled (`nightly`) run gets its night's output directory, seed and budget (flows/nightly.py).
+    `runner` overrides the config's `runner:` settings (the CLI's --runner, --address, --workers, ...)."""
     config = check_search_config(config_path)
+    if runner:
+        config = config.model_copy(update={"runner": RunnerSettings(**{**config.runner.model_dump(), **runner})})
     out = Path(output_dir or config.output_dir or runs_dir() / config.name).resolve()
     if nightly is not None:
         scheduled = flow_run.get_scheduled_start_time() or datetime.now(UTC)
@@ -88,17 +92,19 @@ def search(
     nightly: str | None = None,
     evaluations_per_night: int | None = None,
     timezone: str = "UTC",
+    runner: dict[str, Any] | None = None,
 ) -> SearchSummary:
     """Breed a child from the parents in `config_path`; returns the summary written to `summary.json`.
 
     An output directory holding a checkpoint of the same search is resumed; `resume=True` insists on it.
     `nightly` is set by a scheduled deployment (`evomerge serve`): "continue" goes on with the same search,
-    `evaluations_per_night` more each night; "new" starts one per night, seeded from the date."""
+    `evaluations_per_night` more each night; "new" starts one per night, seeded from the date. `runner`
+    overrides the config's `runner:` (where candidates are scored: this process, or a Dask cluster)."""
     # The body lives in a plain function: a served deployment's runner pickles the flow function by value
     # with the globals it names, and the console (a lock inside) cannot be pickled.
     # (Parameter types are builtins for the same reason: Prefect validates them where only those are known.)
     mode = cast(NightlyMode | None, nightly)  # plan_night refuses any other value
-    return run_search(config_path, output_dir, zoo_dir, resume, mode, evaluations_per_night, timezone)
+    return run_search(config_path, output_dir, zoo_dir, resume, mode, evaluations_per_night, timezone, runner)
 
 
 def run_search(
@@ -109,10 +115,11 @@ def run_search(
     nightly: NightlyMode | None,
     evaluations_per_night: int | None,
     timezone: str,
+    runner: dict[str, Any] | None = None,
 ) -> SearchSummary:
     set_fault_scope(str(flow_run.get_id() or ""))
     config, out, checkpoint = check_search_inputs(
-        config_path, output_dir, resume, nightly, evaluations_per_night, timezone
+        config_path, output_dir, resume, nightly, evaluations_per_night, timezone, runner
     )
     out.mkdir(parents=True, exist_ok=True)
     tracking = TrackingQueue(console)  # first: its process imports MLflow while the search sets up
@@ -124,19 +131,21 @@ def run_search(
     ok = False
     state = SearchState()
     try:
-        resumed = checkpoint is not None
-        if checkpoint is None:
-            checkpoint = start_search(context, Path(config_path).read_text())
-        set_guard_reference(context, checkpoint)
-        if resumed:
-            state = _resumed_state(context, checkpoint)
-        if budget_raised(checkpoint.stop_reason, config.budget, state.evaluations):
-            checkpoint.stop_reason = None  # a search stopped by its budget goes on when given more
-        if checkpoint.stop_reason is None:
-            checkpoint.stop_reason = _run_loop(context, checkpoint, state)
-            context.candidate_log.sync()
-            save_checkpoint(out, checkpoint)
-        summary = finish_search(context, checkpoint, state)
+        with open_runner(context) as scorer:
+            resumed = checkpoint is not None
+            if checkpoint is None:
+                checkpoint = start_search(context, Path(config_path).read_text(), scorer.score_parent)
+            set_guard_reference(context, checkpoint)
+            if resumed:
+                state = _resumed_state(context, checkpoint)
+            if budget_raised(checkpoint.stop_reason, config.budget, state.evaluations):
+                checkpoint.stop_reason = None  # a search stopped by its budget goes on when given more
+            if checkpoint.stop_reason is None:
+                checkpoint.stop_reason = _run_loop(context, checkpoint, state, scorer)
+                context.candidate_log.sync()
+                save_checkpoint(out, checkpoint)
+            report = scorer.report()
+        summary = finish_search(context, checkpoint, state, report)
         ok = True
         return summary
     finally:
@@ -163,7 +172,7 @@ def _resumed_state(context: SearchContext, checkpoint: Checkpoint) -> SearchStat
     return state
 
 
-def _run_loop(context: SearchContext, checkpoint: Checkpoint, state: SearchState) -> StopReason:
+def _run_loop(context: SearchContext, checkpoint: Checkpoint, state: SearchState, scorer: Runner) -> StopReason:
     """The loop with this flow's runner and records. A generation's checkpoint is taken as soon as it is
     told, and written once the next generation has been asked for and its first candidate sent to merge
     ahead: that merge then runs while the checkpoint is fsynced and Prefect starts the merge task, instead
@@ -185,13 +194,15 @@ def _run_loop(context: SearchContext, checkpoint: Checkpoint, state: SearchState
         )
         best = best_candidate(state.candidates)  # the pure function: a Prefect task run per line costs 25 ms
         progress.update(
-            evaluations=state.evaluations, generation=candidate.generation, best=best.fitness if best else None
+            evaluations=state.evaluations,
+            generation=candidate.generation,
+            best=best.fitness if best else None,
+            workers=scorer.busy_line(),
         )
 
     def on_told(_stats: GenerationStats) -> None:
         told.append(checkpoint_bytes(checkpoint))
 
-    scorer = LocalScorer(context.workbench, context.evaluator, context.parent_hashes, console)
     with SearchProgress(config, state.evaluations, console) as progress:
         reason = run_generations(
             checkpoint.algorithm,

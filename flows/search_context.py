@@ -5,6 +5,7 @@ skips the parents' scoring."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -18,6 +19,7 @@ from flows.search_state import CANDIDATES_NAME, CandidateLog, Checkpoint, config
 from flows.tracking import SearchTracker, library_tags
 from flows.tracking_queue import TrackingQueue
 from genetics.algorithm import make_algorithm
+from genetics.candidate import Outcome
 from genetics.fitness import Judge
 from genetics.genome import GenomeSpec
 from genetics.loop import Decoder
@@ -101,8 +103,8 @@ def prepare_search(
         resume_run_id=checkpoint.mlflow_run_id if checkpoint else None,
     )
     workbench = Workbench(paths, reference=config.recipe.get("base_model") or references[0])
-    torch.set_num_threads(search_torch_threads(workbench.parameter_count(), _requested_threads()))
-    if merge_ahead_enabled():
+    torch.set_num_threads(search_torch_threads(workbench.parameter_count(), requested_threads()))
+    if config.runner.name == "local" and merge_ahead_enabled():
         workbench.start_merging_ahead()  # its worker starts while the parents are scored
     guard_is_objective = guard is not None and config.guard is not None and config.guard.objective
     return SearchContext(
@@ -121,8 +123,9 @@ def prepare_search(
     )
 
 
-def start_search(context: SearchContext, config_text: str) -> Checkpoint:
-    """A new search: log its config, score the parents, and checkpoint the untouched algorithm."""
+def start_search(context: SearchContext, config_text: str, score_parent: Callable[[str], Outcome]) -> Checkpoint:
+    """A new search: log its config, score the parents (with the search's runner), and checkpoint the
+    untouched algorithm."""
     config = context.config
     context.tracking.submit(
         "log the search's config",
@@ -152,9 +155,10 @@ def start_search(context: SearchContext, config_text: str) -> Checkpoint:
     )
     parents: dict[str, dict[str, float]] = {}
     for ref in config.parent_models():
-        stages.merge(context.workbench, None, ref, parent=ref)
-        scores = stages.evaluate(context.workbench, context.evaluator, ref)
-        parents[ref] = context.raw_values(scores)
+        outcome = score_parent(ref)
+        if outcome.status != "ok":
+            raise EvomergeError(f"parent {ref} could not be scored: {outcome.error}")
+        parents[ref] = context.raw_values(outcome.scores)
         context.tracking.submit(f"parent {ref} scores", partial(context.tracker.log_parent_scores, ref, parents[ref]))
         console.print(
             f"parent {ref}: "
@@ -189,6 +193,6 @@ def merge_ahead_enabled() -> bool:
     return os.environ.get("EVOMERGE_MERGE_AHEAD", "1").strip().lower() not in {"0", "false", "no", "off"}
 
 
-def _requested_threads() -> int | None:
+def requested_threads() -> int | None:
     value = os.environ.get("EVOMERGE_TORCH_THREADS")
     return int(value) if value else None

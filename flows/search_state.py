@@ -39,9 +39,9 @@ CHECKPOINT_VERSION = 2
 
 
 def config_identity(config: SearchConfig) -> str:
-    """What must not change for a search to be resumed: everything but the budget, the output place and
-    the registry name (raising the budget and rerunning continues the same search)."""
-    data = config.model_dump(mode="json", exclude={"budget", "output_dir", "registered_model"})
+    """What must not change for a search to be resumed: everything but the budget, the runner, the output
+    place and the registry name (raising the budget and rerunning continues the same search, on any runner)."""
+    data = config.model_dump(mode="json", exclude={"budget", "runner", "output_dir", "registered_model"})
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 

@@ -1,4 +1,5 @@
-"""The pipeline's stages as Prefect tasks: download -> merge -> evaluate -> select.
+"""The pipeline's stages as Prefect tasks: download -> merge -> evaluate -> select (with the Dask runner,
+merge and evaluate run on a worker, and `score` is their task run in the flow).
 
 Each is a thin wrapper over a pure function in `tasks/`; the wrapper adds the task run (visible in the
 Prefect UI, named after the candidate or parent, with its state and timing), result persistence and caching,
@@ -18,13 +19,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prefect import task
+from prefect import get_client, task
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import TaskRun
 from prefect.context import TaskRunContext
+from prefect.states import State
+from prefect.tasks import Task
 
-from genetics.candidate import Candidate
+from genetics.candidate import Candidate, Outcome
 from genetics.fitness import best_candidate
 from tasks.download import ResolvedModel, download_model
+from tasks.errors import WorkerSetupError
 from tasks.evaluate import Evaluator, Scores
 from tasks.faults import fault_point
 from tasks.merge.recipe import Recipe
@@ -76,3 +81,32 @@ def evaluate(
 @task(name="select", cache_policy=NO_CACHE)
 def select(candidates: list[Candidate]) -> Candidate | None:
     return best_candidate(candidates)
+
+
+def _unless_the_worker_cannot_score(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
+    """Retry what Dask gave up on (a killed worker), not a worker that cannot read the parents."""
+    try:
+        state.result()
+    except WorkerSetupError:
+        return False
+    except Exception:  # noqa: BLE001 - any other failure is worth another attempt
+        return True
+    return True
+
+
+@task(
+    name="score",
+    task_run_name="score-{label}",
+    cache_key_fn=_content_key,
+    persist_result=True,
+    retries=2,
+    retry_condition_fn=_unless_the_worker_cannot_score,
+)
+def score(runner: Any, recipe: Recipe, label: str, key: str | None = None) -> Outcome:
+    """A candidate merged and scored on a Dask worker (flows/dask_runner.py), waited for here."""
+    outcome: Outcome = runner.result_of(recipe, label, key)
+    context = TaskRunContext.get()
+    if context is not None and context.task_run is not None and outcome.worker:
+        with get_client(sync_client=True) as client:  # the UI names the worker it ran on
+            client.set_task_run_name(context.task_run.id, f"score-{label}@{outcome.worker}")
+    return outcome

@@ -75,6 +75,9 @@ class SearchSummary(BaseModel):
     prefect_flow_run_id: str
     prefect_flow_run_name: str
     evomerge_version: str
+    runner: dict[str, Any] = {"name": "local"}
+    """Where candidates were scored; with Dask, per worker its candidates and busy seconds, and the share
+    of worker time left idle."""
     guard: GuardReport | None = None
     leaderboard: list[LeaderboardRow] = []
     held_out: HeldOutReport | None = None

@@ -227,6 +227,24 @@ class BudgetSettings(BaseModel):
     plateau_delta: float = Field(default=0.0, ge=0)
 
 
+class RunnerSettings(BaseModel):
+    """Where candidates are scored: `local` (this process, one at a time, the next one merged ahead) or
+    `dask` (one candidate per Dask worker at once, each worker with its own workbench). The runner never
+    changes the search: the same seed gives the same candidates, scores and winner on either."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: Literal["local", "dask"] = "local"
+    address: str | None = None
+    """An existing scheduler (tcp://HOST:PORT); without it, a cluster of `workers` processes on this machine."""
+    workers: int = Field(default=2, ge=1)
+    threads_per_worker: int = Field(default=1, ge=1)
+    """Dask threads per worker process; a worker scores one candidate at a time whatever this is, and torch
+    takes the threads the model size asks for (EVOMERGE_TORCH_THREADS overrides)."""
+    gpus_per_worker: int = Field(default=0, ge=0)
+    """0: CPU workers. 1: one worker per GPU (each sees only its own, CUDA_VISIBLE_DEVICES), and a
+    candidate goes only to a worker that offers a `GPU` resource."""
+
+
 class SearchConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
@@ -238,6 +256,7 @@ class SearchConfig(BaseModel):
     fitness: FitnessSettings = FitnessSettings()
     algorithm: AlgorithmSettings = GeneticAlgorithmSettings()
     budget: BudgetSettings = BudgetSettings()
+    runner: RunnerSettings = RunnerSettings()
     output_dir: str | None = None
     registered_model: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]*$")
     """The MLflow Model Registry name the winner is registered under; default: the search's `name`;

@@ -23,3 +23,8 @@ class EvaluationError(EvomergeError):
 class StageFailure(EvomergeError):
     """A failure of the machine or the run, not of the candidate (an injected crash, a lost device): it fails
     the stage and the flow run, so that a retry redoes the work, instead of recording the candidate as bad."""
+
+
+class WorkerSetupError(EvomergeError):
+    """A Dask worker cannot score for this search (a parent it cannot read, or one that differs): the
+    search's failure, not a candidate's."""

@@ -1,13 +1,15 @@
 """Injected faults, for the tests that prove a search survives failure. Off unless `EVOMERGE_FAULT` is set.
 
 `EVOMERGE_FAULT="kill:evaluate:3"` sends SIGKILL to this process the 3rd time it reaches the `evaluate`
-point (a kill -9 at a chosen moment, with no chance to clean up); `raise:evaluate:1` raises an
+point (a kill -9 at a chosen moment, with no chance to clean up); `sleep:evaluate:1.5` waits 1.5 s every
+time (a slower model, to hold a moment open); `raise:evaluate:1` raises an
 `EvaluationError` there instead (a candidate that fails: recorded, the search goes on); `crash:evaluate:3`
 raises a `StageFailure` (the stage and the flow run fail, for a retry to redo). With `EVOMERGE_FAULT_MARKER`
 set to a file path, a fault that fired is written there (with the Prefect flow run it fired in) and never
 fires again in that flow run, in any process: a stage that fails on its first attempt only. Several faults
 are separated by commas. Points:
-`merge` and `evaluate` (as a candidate's stage starts), `record` (in the middle of logging a candidate to
+`merge` and `evaluate` (as a candidate's stage starts; on a Dask worker, `evaluate` as the worker starts
+scoring a candidate or parent), `record` (in the middle of logging a candidate to
 MLflow, after its line is in candidates.jsonl: its nested run exists but is unfinished) and `checkpoint`
 (after the new checkpoint is written, before it replaces the old one).
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -51,6 +54,9 @@ def fault_point(name: str) -> None:
     for fault in spec.split(","):
         action, _, rest = fault.strip().partition(":")
         point, _, count = rest.partition(":")
+        if action == "sleep" and point == name:
+            time.sleep(float(count))
+            continue
         if point != name or _reached[name] != int(count or 1) or _fired_before(fault.strip()):
             continue
         if action == "kill":
@@ -60,7 +66,7 @@ def fault_point(name: str) -> None:
             raise EvaluationError(f"injected fault at {name} (EVOMERGE_FAULT={spec})")
         if action == "crash":
             raise StageFailure(f"injected crash at {name} (EVOMERGE_FAULT={spec})")
-        raise EvomergeError(f"EVOMERGE_FAULT: unknown action {action!r} in {fault!r} (kill, raise or crash)")
+        raise EvomergeError(f"EVOMERGE_FAULT: unknown action {action!r} in {fault!r} (kill, raise, crash or sleep)")
 
 
 def _fired_before(fault: str) -> bool:
