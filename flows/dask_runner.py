@@ -13,6 +13,8 @@ A worker killed mid-candidate: the scheduler reruns the candidate elsewhere. Whe
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -23,6 +25,7 @@ from typing import Any
 
 from distributed import Client, Future, Nanny, Scheduler, SpecCluster
 from distributed.scheduler import KilledWorker
+from prefect.futures import PrefectFuture
 from prefect.utilities.annotations import quote
 
 from flows import stages
@@ -30,7 +33,7 @@ from flows.console import console
 from genetics.candidate import Candidate, Outcome
 from genetics.search_config import RunnerSettings
 from tasks.dask_worker import PLUGIN_NAME, BenchSpec, WorkbenchPlugin, score_on_worker
-from tasks.errors import EvomergeError, WorkerSetupError
+from tasks.errors import CandidateAbandoned, EvomergeError, WorkerSetupError
 from tasks.merge.recipe import Recipe
 
 WORKER_START_SECONDS = 120.0
@@ -70,6 +73,9 @@ def dask_client(settings: RunnerSettings, directory: Path) -> Iterator[Client]:
             client.close()
         return
     directory.mkdir(parents=True, exist_ok=True)
+    # the cluster's INFO lines (every worker joining and leaving) would drown the search's own display
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # read by the worker processes
+    logging.getLogger("distributed").setLevel(logging.WARNING)
     cluster = local_cluster(settings, directory)
     try:
         with Client(cluster, set_as_default=False) as client:
@@ -98,6 +104,7 @@ class DaskRunner:
     finished: float | None = None
     workers_seen: int = 0
     resubmitted: int = 0
+    abandoned: set[str] = field(default_factory=set)
     lost: dict[str, str] = field(default_factory=dict)
     """Candidate key -> why its last attempt failed (for the retry's message)."""
     """Candidates submitted again by a retry of their task run (their worker was lost)."""
@@ -116,13 +123,20 @@ class DaskRunner:
             self.pending[candidate.key] = self._submit(candidate.recipe, candidate.candidate_id)
 
     def score(self, batch: Sequence[Candidate]) -> Iterator[Outcome]:
+        """Every candidate's task run waits on its own thread, so that the flow's per-candidate work
+        (Prefect's task run, the result) overlaps the workers' instead of following the last of them."""
+        runs = [
+            stages.score.submit(quote(self), quote(candidate.recipe), candidate.candidate_id, key=candidate.key)
+            for candidate in batch
+        ]
         try:
-            for candidate in batch:
-                yield self._outcome(candidate)
+            for candidate, run in zip(batch, runs, strict=True):
+                yield self._outcome(candidate, run)
         finally:
             for candidate in batch:  # a stopped loop abandons the rest
                 future = self.pending.pop(candidate.key, None)
                 if future is not None:
+                    self.abandoned.add(candidate.key)
                     future.cancel()
 
     def score_parent(self, name: str, attempts: int = 3) -> Outcome:
@@ -148,6 +162,8 @@ class DaskRunner:
         try:
             return future.result()
         except Exception as error:
+            if key in self.abandoned:
+                raise CandidateAbandoned(f"{label}: the search stopped before its result was taken") from None
             self.lost[key] = f"{type(error).__name__}: {error}"
             raise
 
@@ -162,9 +178,9 @@ class DaskRunner:
             resources=self.resources,
         )
 
-    def _outcome(self, candidate: Candidate) -> Outcome:
+    def _outcome(self, candidate: Candidate, run: PrefectFuture[Outcome]) -> Outcome:
         try:
-            outcome = stages.score(quote(self), quote(candidate.recipe), candidate.candidate_id, key=candidate.key)
+            outcome = run.result()
         except WorkerSetupError:
             raise
         except EvomergeError:

@@ -12,6 +12,7 @@ evaluation were already scored is never evaluated again.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from functools import partial
@@ -20,6 +21,7 @@ from typing import Any, cast
 
 from prefect import flow
 from prefect.runtime import flow_run
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.console import console
 from flows.finish import finish_search, mlflow_wait
@@ -83,7 +85,7 @@ def check_search_inputs(
     return config, out, checkpoint
 
 
-@flow(name="evomerge-search", log_prints=False)
+@flow(name="evomerge-search", log_prints=False, task_runner=ThreadPoolTaskRunner(max_workers=64))
 def search(
     config_path: str,
     output_dir: str | None = None,
@@ -130,6 +132,8 @@ def run_search(
         raise
     ok = False
     state = SearchState()
+    loop: dict[str, float] = {}
+    """This run's loop: its wall time and the candidates it scored (the runner's throughput)."""
     try:
         with open_runner(context) as scorer:
             resumed = checkpoint is not None
@@ -141,10 +145,15 @@ def run_search(
             if budget_raised(checkpoint.stop_reason, config.budget, state.evaluations):
                 checkpoint.stop_reason = None  # a search stopped by its budget goes on when given more
             if checkpoint.stop_reason is None:
+                started, done = time.perf_counter(), state.evaluations
                 checkpoint.stop_reason = _run_loop(context, checkpoint, state, scorer)
+                loop = {
+                    "loop_seconds": round(time.perf_counter() - started, 3),
+                    "loop_evaluations": state.evaluations - done,
+                }
                 context.candidate_log.sync()
                 save_checkpoint(out, checkpoint)
-            report = scorer.report()
+            report = {**scorer.report(), **loop}
         summary = finish_search(context, checkpoint, state, report)
         ok = True
         return summary

@@ -16,6 +16,7 @@ and are never cached.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from prefect.tasks import Task
 from genetics.candidate import Candidate, Outcome
 from genetics.fitness import best_candidate
 from tasks.download import ResolvedModel, download_model
-from tasks.errors import WorkerSetupError
+from tasks.errors import CandidateAbandoned, WorkerSetupError
 from tasks.evaluate import Evaluator, Scores
 from tasks.faults import fault_point
 from tasks.merge.recipe import Recipe
@@ -84,10 +85,11 @@ def select(candidates: list[Candidate]) -> Candidate | None:
 
 
 def _unless_the_worker_cannot_score(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
-    """Retry what Dask gave up on (a killed worker), not a worker that cannot read the parents."""
+    """Retry what Dask gave up on (a killed worker), not a worker that cannot read the parents, nor a
+    candidate the search no longer wants."""
     try:
         state.result()
-    except WorkerSetupError:
+    except (WorkerSetupError, CandidateAbandoned):
         return False
     except Exception:  # noqa: BLE001 - any other failure is worth another attempt
         return True
@@ -107,6 +109,8 @@ def score(runner: Any, recipe: Recipe, label: str, key: str | None = None) -> Ou
     outcome: Outcome = runner.result_of(recipe, label, key)
     context = TaskRunContext.get()
     if context is not None and context.task_run is not None and outcome.worker:
-        with get_client(sync_client=True) as client:  # the UI names the worker it ran on
+        # the UI names the worker it ran on; best effort: the API may not hold the run yet (runs are
+        # recorded from events), and a name is not worth failing a scored candidate for
+        with contextlib.suppress(Exception), get_client(sync_client=True) as client:
             client.set_task_run_name(context.task_run.id, f"score-{label}@{outcome.worker}")
     return outcome

@@ -76,8 +76,8 @@ class SearchSummary(BaseModel):
     prefect_flow_run_name: str
     evomerge_version: str
     runner: dict[str, Any] = {"name": "local"}
-    """Where candidates were scored; with Dask, per worker its candidates and busy seconds, and the share
-    of worker time left idle."""
+    """Where candidates were scored, and this run's loop time and candidates; with Dask, per worker its
+    candidates and busy seconds, and the share of worker time left idle."""
     guard: GuardReport | None = None
     leaderboard: list[LeaderboardRow] = []
     held_out: HeldOutReport | None = None

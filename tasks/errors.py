@@ -28,3 +28,7 @@ class StageFailure(EvomergeError):
 class WorkerSetupError(EvomergeError):
     """A Dask worker cannot score for this search (a parent it cannot read, or one that differs): the
     search's failure, not a candidate's."""
+
+
+class CandidateAbandoned(EvomergeError):
+    """The loop stopped (a budget ran out) before this candidate's result was taken: nothing to retry."""
