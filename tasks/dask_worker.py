@@ -12,7 +12,9 @@ A worker's parent paths may differ from the flow's (another machine mounts the s
 
 from __future__ import annotations
 
+import ctypes
 import os
+import sys
 import time
 import traceback
 from dataclasses import dataclass
@@ -31,6 +33,28 @@ from tasks.workbench import Workbench, search_torch_threads
 
 PLUGIN_NAME = "evomerge-workbench"
 BENCH_ATTRIBUTE = "evomerge_bench"
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+"""glibc's mallopt parameters."""
+DYNAMIC_MMAP_CEILING = 32 * 1024 * 1024
+"""Where glibc's dynamic mmap threshold stops rising on 64-bit (its trim threshold follows at twice it)."""
+
+
+def restore_malloc_thresholds(environ: dict[str, str] | os._Environ[str] = os.environ) -> bool:
+    """Undo what Dask's nanny does to every worker it starts: `MALLOC_TRIM_THRESHOLD_=65536`, meant to hand
+    freed memory back to the OS. Any such setting turns off glibc's dynamic mmap threshold, so every buffer
+    over 128 KiB a merge or a forward pass allocates is mapped and unmapped again, page faults included: a
+    zoo candidate took about twice as long on a worker as in the flow (README, "Scaling out on Dask").
+    The thresholds are set to where glibc's dynamic rule settles. Returns whether it changed them."""
+    if "MALLOC_TRIM_THRESHOLD_" not in environ or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(
+            libc.mallopt(M_MMAP_THRESHOLD, DYNAMIC_MMAP_CEILING)
+            and libc.mallopt(M_TRIM_THRESHOLD, 2 * DYNAMIC_MMAP_CEILING)
+        )
+    except (OSError, AttributeError):  # not glibc (musl, another libc): nothing of the kind to undo
+        return False
 
 
 @dataclass(frozen=True)
@@ -73,6 +97,7 @@ class WorkerBench:
                     f"worker {worker_name}: parent {ref} at {path} differs from the flow's "
                     f"(sha256 {digest[:12]} against {spec.parent_hashes[ref][:12]})"
                 )
+        restore_malloc_thresholds()
         device = spec.device
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise WorkerSetupError(f"worker {worker_name} was asked for a GPU and sees none")
