@@ -37,6 +37,7 @@ from tasks.errors import CandidateAbandoned, EvomergeError, WorkerSetupError
 from tasks.merge.recipe import Recipe
 
 WORKER_START_SECONDS = 120.0
+SCHEDULER_CONNECT_SECONDS = 30.0
 
 
 def local_cluster(settings: RunnerSettings, directory: Path) -> SpecCluster:
@@ -66,7 +67,13 @@ def dask_client(settings: RunnerSettings, directory: Path) -> Iterator[Client]:
     """A client of the cluster at `settings.address`, or of a local cluster closed on exit (an existing
     cluster stays up: a killed search resumes on it)."""
     if settings.address:
-        client = Client(settings.address, set_as_default=False, timeout=30)
+        try:
+            client = Client(settings.address, set_as_default=False, timeout=SCHEDULER_CONNECT_SECONDS)
+        except OSError as error:  # nothing listens there, or it is not a Dask scheduler
+            raise EvomergeError(
+                f"runner address {settings.address}: no Dask scheduler answered ({error}); start one "
+                "(dask scheduler --host HOST --port PORT) or leave out --address for a local cluster"
+            ) from None
         try:
             yield client
         finally:
@@ -104,17 +111,25 @@ class DaskRunner:
     finished: float | None = None
     workers_seen: int = 0
     resubmitted: int = 0
+    """Candidates submitted again by a retry of their task run (their worker was lost)."""
     abandoned: set[str] = field(default_factory=set)
+    """Keys of candidates cancelled because the loop stopped before taking them (nothing to retry)."""
     lost: dict[str, str] = field(default_factory=dict)
     """Candidate key -> why its last attempt failed (for the retry's message)."""
-    """Candidates submitted again by a retry of their task run (their worker was lost)."""
 
     def prepare(self, spec: BenchSpec | None) -> None:
         """Register the workbench plugin (every worker builds its bench, now or when it joins) and wait
         for a worker."""
         if spec is not None:
             self.client.register_plugin(WorkbenchPlugin(spec), name=PLUGIN_NAME)
-        self.client.wait_for_workers(1, timeout=WORKER_START_SECONDS)
+        try:
+            self.client.wait_for_workers(1, timeout=WORKER_START_SECONDS)
+        except TimeoutError:
+            raise EvomergeError(
+                f"Dask scheduler {self.client.scheduler.address}: no worker joined within "
+                f"{WORKER_START_SECONDS:.0f} s (a scheduler given by --address needs workers of its own: "
+                f"dask worker {self.client.scheduler.address} --nthreads 1 --memory-limit 0)"
+            ) from None
 
     def start(self, batch: Sequence[Candidate]) -> None:
         if self.started is None:

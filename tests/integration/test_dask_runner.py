@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from cli_runner import ROOT, run_search, search_command, search_env, two_expert_search, write_search
-from dask_cluster import dask_cluster
+from dask_cluster import dask_cluster, free_port
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.integration
@@ -169,4 +169,14 @@ def test_a_worker_that_cannot_read_a_parent_fails_the_search_naming_it(zoo_dir: 
         assert finish(search, timeout=300) != 0
     text = log(tmp_path)
     assert "worker far cannot read parent zoo:base" in text and str(elsewhere / "base") in text, text[-3000:]
+    assert not (tmp_path / "out" / "summary.json").exists()
+
+
+def test_an_address_where_no_scheduler_listens_is_refused_naming_it(zoo_dir: Path, tmp_path: Path) -> None:
+    write_search(tmp_path, CONFIG)
+    address = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
+    search = start_search(tmp_path, zoo_dir, "--address", address)
+    assert finish(search, timeout=300) == 2, log(tmp_path)[-3000:]
+    text = log(tmp_path)
+    assert f"runner address {address}: no Dask scheduler answered" in text, text[-3000:]
     assert not (tmp_path / "out" / "summary.json").exists()
