@@ -17,6 +17,7 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,11 +40,11 @@ DYNAMIC_MMAP_CEILING = 32 * 1024 * 1024
 """Where glibc's dynamic mmap threshold stops rising on 64-bit (its trim threshold follows at twice it)."""
 
 
-def restore_malloc_thresholds(environ: dict[str, str] | os._Environ[str] = os.environ) -> bool:
+def restore_malloc_thresholds(environ: Mapping[str, str] = os.environ) -> bool:
     """Undo what Dask's nanny does to every worker it starts: `MALLOC_TRIM_THRESHOLD_=65536`, meant to hand
     freed memory back to the OS. Any such setting turns off glibc's dynamic mmap threshold, so every buffer
-    over 128 KiB a merge or a forward pass allocates is mapped and unmapped again, page faults included: a
-    zoo candidate took about twice as long on a worker as in the flow (README, "Scaling out on Dask").
+    over 128 KiB a merge or a forward pass allocates is mapped and unmapped again, page faults included, and
+    a worker scored far slower than the flow's own process (README, "Scaling out on Dask").
     The thresholds are set to where glibc's dynamic rule settles. Returns whether it changed them."""
     if "MALLOC_TRIM_THRESHOLD_" not in environ or not sys.platform.startswith("linux"):
         return False
