@@ -5,7 +5,8 @@ much worker time the generation barrier leaves idle. Prints; asserts nothing.
 
 1. The demo search (configs/searches/demo.yaml, 96 evaluations) with the local runner, and on a local Dask
    cluster of 1 and 2 workers (1 thread each): evaluations per minute of the search loop (from
-   summary.json's `runner.loop_seconds`), the whole command's wall time, and whether the winner is the same.
+   summary.json's `runner.loop_seconds`), the whole command's wall time, a candidate's median time where it
+   was scored (candidates.jsonl's `seconds`), and whether the winner is the same.
 2. The runner's own cost per candidate: the search loop with a stand-in evaluation that returns at once,
    scored on 1 Dask worker through the Prefect `score` task, against the same loop scoring in process.
 3. A stand-in evaluation that sleeps 1 s (equal) or 1 s ± 50 % (varied, uniform, fixed per candidate) on
@@ -19,6 +20,7 @@ import argparse
 import hashlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -45,6 +47,21 @@ def stand_in(recipe: Any, label: str, parent: str | None = None, seconds: float 
     return Outcome(scores={"task": {"acc": draw}}, seconds=took, worker=str(get_worker().name))
 
 
+def random_search(evaluation_key: str, generations: int, population: int = 16) -> tuple[Any, Any, Any]:
+    """The demo's genome under a seeded random search, judged on the stand-in's one score: (decoder,
+    algorithm, judge) for `run_generations`."""
+    from genetics.algorithm import make_algorithm
+    from genetics.fitness import Judge
+    from genetics.loop import Decoder
+    from genetics.search_config import RandomSearchSettings, load_search_config
+    from tasks.select import FitnessPolicy, Objective
+
+    config = load_search_config(ROOT / "configs" / "searches" / "demo.yaml")
+    decoder = Decoder(config.genome(), PARENT_HASHES, evaluation_key)
+    algorithm = make_algorithm(RandomSearchSettings(population_size=population, generations=generations), 4, 0)
+    return decoder, algorithm, Judge(FitnessPolicy((Objective("task", "acc"),)))
+
+
 def stand_in_loop(
     workers: int, seconds: float, spread: float, generations: int = 3, population: int = 16
 ) -> dict[str, float]:
@@ -54,15 +71,8 @@ def stand_in_loop(
     from prefect import flow
 
     from flows.dask_runner import DaskRunner, dask_client
-    from genetics.algorithm import make_algorithm
-    from genetics.fitness import Judge
-    from genetics.loop import Decoder, SearchState, run_generations
-    from genetics.search_config import BudgetSettings, RandomSearchSettings, RunnerSettings, load_search_config
-    from tasks.select import FitnessPolicy, Objective
-
-    config = load_search_config(ROOT / "configs" / "searches" / "demo.yaml")
-    decoder = Decoder(config.genome(), PARENT_HASHES, f"scaleout-{time.time_ns()}")  # no cached results
-    judge = Judge(FitnessPolicy((Objective("task", "acc"),)))
+    from genetics.loop import SearchState, run_generations
+    from genetics.search_config import BudgetSettings, RunnerSettings
 
     @flow(name="scaleout-stand-in")
     def run() -> dict[str, float]:
@@ -71,7 +81,8 @@ def stand_in_loop(
             runner = DaskRunner(client, function=partial(stand_in, seconds=seconds, spread=spread))
             runner.prepare(None)
             client.wait_for_workers(workers, timeout=120)
-            algorithm = make_algorithm(RandomSearchSettings(population_size=population, generations=generations), 4, 0)
+            # a new evaluation key each run: no result cached by an earlier one
+            decoder, algorithm, judge = random_search(f"scaleout-{time.time_ns()}", generations, population)
             state = SearchState()
             started = time.perf_counter()
             run_generations(algorithm, decoder, runner, judge.judge, state, BudgetSettings(), generations, [])
@@ -84,12 +95,9 @@ def stand_in_loop(
 
 def in_process_loop(evaluations: int = 48) -> float:
     """The same loop with an in-process scorer that returns at once: the floor the runner adds to."""
-    from genetics.algorithm import make_algorithm
     from genetics.candidate import Candidate, Outcome
-    from genetics.fitness import Judge
-    from genetics.loop import Decoder, SearchState, run_generations
-    from genetics.search_config import BudgetSettings, RandomSearchSettings, load_search_config
-    from tasks.select import FitnessPolicy, Objective
+    from genetics.loop import SearchState, run_generations
+    from genetics.search_config import BudgetSettings
 
     class Instant:
         def start(self, batch: Sequence[Candidate]) -> None:
@@ -99,10 +107,7 @@ def in_process_loop(evaluations: int = 48) -> float:
             for _candidate in batch:
                 yield Outcome(scores={"task": {"acc": 0.5}})
 
-    config = load_search_config(ROOT / "configs" / "searches" / "demo.yaml")
-    decoder = Decoder(config.genome(), PARENT_HASHES, "in-process")
-    algorithm = make_algorithm(RandomSearchSettings(population_size=16, generations=evaluations // 16), 4, 0)
-    judge = Judge(FitnessPolicy((Objective("task", "acc"),)))
+    decoder, algorithm, judge = random_search("in-process", evaluations // 16)
     started = time.perf_counter()
     run_generations(algorithm, decoder, Instant(), judge.judge, SearchState(), BudgetSettings(), evaluations // 16, [])
     return time.perf_counter() - started
@@ -126,7 +131,9 @@ def demo(work: Path, flags: list[str]) -> dict[str, Any]:
     if result.returncode != 0:
         raise SystemExit(result.stderr[-3000:])
     summary = json.loads((out / "out" / "summary.json").read_text())
-    return {"wall": wall, "summary": summary}
+    lines = (out / "out" / "candidates.jsonl").read_text().splitlines()
+    seconds = statistics.median(json.loads(line)["seconds"] for line in lines)
+    return {"wall": wall, "summary": summary, "candidate_seconds": seconds}
 
 
 def main() -> None:
@@ -135,13 +142,9 @@ def main() -> None:
     parser.add_argument("--skip-demo", action="store_true")
     parser.add_argument("--skip-stand-in", action="store_true")
     args = parser.parse_args()
-    import logging
     import tempfile
 
     import flows  # noqa: F401  (Prefect and HF defaults)
-
-    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # the workers' own logs
-    logging.getLogger("distributed").setLevel(logging.WARNING)
 
     work = Path(tempfile.mkdtemp(prefix="evomerge-scaleout-"))
     os.environ["SCALEOUT_WORK"] = str(work)
@@ -161,7 +164,8 @@ def main() -> None:
             print(
                 f"  {name:7s} loop {runner['loop_seconds']:6.1f} s = {rate:6.1f} evaluations/min; whole command "
                 f"{row['wall']:5.1f} s; winner {row['summary']['best']['candidate_id']} "
-                f"{row['summary']['best']['fitness']:.3f}" + (f"; idle {100 * idle:.1f} %" if idle is not None else "")
+                f"{row['summary']['best']['fitness']:.3f}; a candidate {row['candidate_seconds']:.3f} s (median)"
+                + (f"; idle {100 * idle:.1f} %" if idle is not None else "")
             )
         two = rows["dask 2"]["summary"]["runner"]
         rate_two = 60 * two["loop_evaluations"] / two["loop_seconds"]
